@@ -1,0 +1,49 @@
+"""The `mqsm` block of an nnU-Net dataset.json: which input channel is what.
+
+mqsm_convert writes it; the trainer's loss, the predictor's QSM export and the planner read it.
+Keeping the reader here means one clear error for a dataset that was not made by mqsm_convert.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_CHANNELS = {"t1": 0, "field": 1, "qsm_minus": 2, "mask": 3}
+
+
+@dataclass(frozen=True)
+class MQSMChannels:
+    """Indices of the input channels (nnU-Net channel order)."""
+
+    t1: int = DEFAULT_CHANNELS["t1"]
+    field: int = DEFAULT_CHANNELS["field"]
+    qsm_minus: int = DEFAULT_CHANNELS["qsm_minus"]
+    mask: int = DEFAULT_CHANNELS["mask"]
+
+    @property
+    def physical(self) -> tuple[int, ...]:
+        """Channels holding measurements (ppm) or the mask: never intensity-augmented or normalized."""
+        return tuple(sorted((self.field, self.qsm_minus, self.mask)))
+
+    @classmethod
+    def from_dataset_json(cls, dataset_json: dict) -> "MQSMChannels":
+        """Read the channel roles; a dataset without the block gets a message saying how to make one.
+
+        Raises:
+            ValueError: no `mqsm` block, or its channels do not match `channel_names`.
+        """
+        block = dataset_json.get("mqsm")
+        if not isinstance(block, dict) or "channels" not in block:
+            raise ValueError(
+                "dataset.json has no 'mqsm' block with the channel roles: this dataset was not made by "
+                "mqsm_convert. Convert your subjects with `mqsm_convert -i COHORT -d ID -n NAME`."
+            )
+        channels = {k: int(v) for k, v in block["channels"].items() if k in DEFAULT_CHANNELS}
+        missing = sorted(set(DEFAULT_CHANNELS) - set(channels))
+        if missing:
+            raise ValueError(f"dataset.json 'mqsm.channels' lacks {missing}; re-run mqsm_convert")
+        n_channels = len(dataset_json.get("channel_names", {}))
+        if n_channels and max(channels.values()) >= n_channels:
+            raise ValueError(
+                f"dataset.json 'mqsm.channels' {channels} points past the {n_channels} channels in channel_names"
+            )
+        return cls(**channels)

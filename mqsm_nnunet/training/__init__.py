@@ -1,0 +1,1 @@
+"""nnU-Net training glue: mQSMTrainer and its variants (found through `trainers/`)."""

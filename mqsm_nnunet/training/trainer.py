@@ -1,0 +1,303 @@
+"""mQSMTrainer: nnU-Net's trainer, changed only where mQSM needs it.
+
+Inherited unchanged: planning, preprocessing, splits, 5-fold training, deep-supervision weights,
+checkpointing, `--c` resume, `--val`, AMP and the DDP paths. Changed:
+- the network (`MQSMNet`, sized from the plans like PlainConvUNet; stock plans train too);
+- the loss: Eq. 5 (reconstruction, inside the brain mask) + nnU-Net's Dice+CE with deep supervision;
+- the schedule: the segmentation branch is frozen for the first epochs and the reconstruction net
+  from a later epoch on. Freezing is done with learning rate 0 for the frozen parameter group (and a
+  zero weight on the segmentation loss while it is frozen), never with `requires_grad` or `no_grad`:
+  DDP without `find_unused_parameters` needs every parameter to get a gradient at every step;
+- augmentation: intensity transforms act on T1 only (see `mqsm_nnunet.augmentation`);
+- logging: both loss terms and an online QSM figure, in the log and in `progress_mqsm.png`;
+- final validation also writes each validation case's QSM and its QSM metrics.
+"""
+from __future__ import annotations
+
+import json
+import pydoc
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import distributed as dist
+from torch import nn
+from torch._dynamo import OptimizedModule
+from nnunetv2.paths import nnUNet_raw
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from mqsm_nnunet.augmentation import protect_physical_channels
+from mqsm_nnunet.dataset_metadata import MQSMChannels
+from mqsm_nnunet.inference.export import qsm_to_native, write_native_float
+from mqsm_nnunet.inference.predictor import mQSMPredictor
+from mqsm_nnunet.losses import ReconstructionLoss
+from mqsm_nnunet.metrics import qsm_metrics
+from mqsm_nnunet.network import MQSMNet
+from mqsm_nnunet.nifti import read_volume
+from mqsm_nnunet.training.progress import MQSMLocalLogger
+
+# Keys of PlainConvUNet's constructor that MQSMNet shares; anything else in stock plans is dropped.
+_UNET_KEYS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_conv_per_stage",
+              "n_conv_per_stage_decoder", "conv_bias", "norm_op", "norm_op_kwargs", "dropout_op",
+              "dropout_op_kwargs", "nonlin", "nonlin_kwargs")
+# mQSM keys the planner may write into the plans' arch_kwargs.
+MQSM_ARCH_KEYS = ("t1_channels", "qsm_minus_channel", "recon_width", "recon_blocks", "recon_skip_channels",
+                  "fusion", "fusion_stages")
+
+
+def build_mqsm_network(configuration_manager: ConfigurationManager, num_input_channels: int,
+                       num_output_channels: int, deep_supervision: bool, overrides: dict) -> MQSMNet:
+    """MQSMNet from a configuration's arch kwargs (ours or stock PlainConvUNet / ResEnc ones).
+
+    Raises:
+        RuntimeError: the configuration is 2D (the dipole model is 3D).
+    """
+    if len(configuration_manager.patch_size) != 3:
+        raise RuntimeError("mQSM needs a 3D configuration (the dipole physics is 3D): train 3d_fullres, not "
+                           f"a {len(configuration_manager.patch_size)}D one")
+    given = dict(configuration_manager.network_arch_init_kwargs)
+    if "n_conv_per_stage" not in given and "n_blocks_per_stage" in given:  # ResidualEncoderUNet plans
+        given["n_conv_per_stage"] = given["n_blocks_per_stage"]
+    kwargs = {k: given[k] for k in _UNET_KEYS if k in given}
+    kwargs.update({k: given[k] for k in MQSM_ARCH_KEYS if k in given})
+    for key in configuration_manager.network_arch_init_kwargs_req_import:
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = pydoc.locate(kwargs[key])
+    kwargs.update(overrides)
+    network = MQSMNet(input_channels=num_input_channels, num_classes=num_output_channels,
+                      deep_supervision=deep_supervision, **kwargs)
+    network.apply(MQSMNet.initialize)
+    return network
+
+
+class mQSMTrainer(nnUNetTrainer):
+    """The paper's mQSM: recon net + two-stream U-Net with mTrans at the bottleneck."""
+
+    #: MQSMNet keyword arguments that this trainer variant fixes over the plans.
+    network_overrides: ClassVar[dict] = {}
+    #: Epochs [0, segmentation_start_epoch) train the reconstruction only (reference code: 10).
+    segmentation_start_epoch: ClassVar[int] = 10
+    #: From this epoch on the reconstruction net is frozen (reference code: 150).
+    reconstruction_freeze_epoch: ClassVar[int] = 150
+    #: Weight of the morphology term L_M in L_rec (paper: 0.01).
+    morphology_weight: ClassVar[float] = 0.01
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if len(self.configuration_manager.patch_size) != 3:
+            raise RuntimeError(f"mQSMTrainer needs a 3D configuration (the dipole physics is 3D); "
+                               f"'{configuration}' is {len(self.configuration_manager.patch_size)}D: use 3d_fullres")
+        self.channels = MQSMChannels.from_dataset_json(dataset_json)
+        self.logger.local_logger = MQSMLocalLogger(self.logger.local_logger.verbose)
+        self.reconstruction_loss = ReconstructionLoss(morph_weight=self.morphology_weight)
+
+    # ----------------------------------------------------------------------------------- network
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        """Called by training and by nnU-Net's predictor alike (so stock prediction gets MQSMNet)."""
+        return build_mqsm_network(configuration_manager, num_input_channels, num_output_channels,
+                                  enable_deep_supervision, cls.network_overrides)
+
+    @property
+    def mqsm_network(self) -> MQSMNet:
+        """The bare MQSMNet behind DDP / torch.compile wrappers."""
+        module = self.network.module if self.is_ddp else self.network
+        return module._orig_mod if isinstance(module, OptimizedModule) else module
+
+    def configure_optimizers(self):
+        """nnU-Net's SGD + poly LR, with the two sub-networks in separate groups (for freezing)."""
+        network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
+        groups = [{"params": network.reconstruction_parameters(), "name": "reconstruction"},
+                  {"params": network.segmentation_parameters(), "name": "segmentation"}]
+        optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay,
+                                    momentum=0.99, nesterov=True)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    # ---------------------------------------------------------------------------------- schedule
+    def segmentation_frozen(self, epoch: int) -> bool:
+        return epoch < self.segmentation_start_epoch
+
+    def reconstruction_frozen(self, epoch: int) -> bool:
+        return epoch >= self.reconstruction_freeze_epoch
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        frozen = {"segmentation": self.segmentation_frozen(self.current_epoch),
+                  "reconstruction": self.reconstruction_frozen(self.current_epoch)}
+        for group in self.optimizer.param_groups:
+            if frozen[group["name"]]:
+                group["lr"] = 0.0
+        names = [name for name, is_frozen in frozen.items() if is_frozen]
+        self.print_to_log_file(f"Frozen this epoch: {', '.join(names) if names else 'nothing'}")
+
+    # ---------------------------------------------------------------------------------- training
+    def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False,
+                                foreground_labels=None, regions=None, ignore_label=None):
+        """nnU-Net's pipeline with the physical channels shielded from intensity transforms."""
+        pipeline = super().get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm, is_cascaded, foreground_labels, regions, ignore_label)
+        return protect_physical_channels(pipeline, self.channels.physical,
+                                         len(self.dataset_json["channel_names"]))
+
+    def _split_physical(self, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = self.channels
+        return (data[:, c.qsm_minus:c.qsm_minus + 1], data[:, c.field:c.field + 1],
+                data[:, c.mask:c.mask + 1] > 0.5)
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        qsm_minus, field, mask = self._split_physical(data)
+        segmentation_weight = 0.0 if self.segmentation_frozen(self.current_epoch) else 1.0
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.mqsm_network.return_qsm = True
+        with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            segmentation, qsm = self.network(data)
+            loss_seg = self.loss(segmentation, target)
+        rec = self.reconstruction_loss(qsm.float(), qsm_minus, field, mask)
+        loss = rec["total"] + segmentation_weight * loss_seg
+
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy(), "loss_seg": loss_seg.detach().cpu().numpy(),
+                "loss_rec": rec["total"].detach().cpu().numpy(), "loss_c": rec["consistency"].detach().cpu().numpy(),
+                "loss_m": rec["morphology"].detach().cpu().numpy()}
+
+    def on_train_epoch_end(self, train_outputs: list[dict]):
+        super().on_train_epoch_end(train_outputs)
+        for key, log_key in (("loss_seg", "train_loss_seg"), ("loss_rec", "train_loss_rec"),
+                             ("loss_c", "train_loss_c"), ("loss_m", "train_loss_m")):
+            self.logger.log(log_key, self._mean_over_ranks([o[key] for o in train_outputs]), self.current_epoch)
+
+    def validation_step(self, batch: dict) -> dict:
+        """nnU-Net's pseudo-Dice step, plus the reconstruction loss and QSM/QSM- correlation."""
+        self.mqsm_network.return_qsm = False
+        result = super().validation_step(batch)
+        data = batch["data"].to(self.device, non_blocking=True)
+        qsm_minus, field, mask = self._split_physical(data)
+        qsm = self.mqsm_network.reconstruct(data).float()
+        rec = self.reconstruction_loss(qsm, qsm_minus, field, mask)
+        result["loss_rec"] = rec["total"].detach().cpu().numpy()
+        result["qsm_corr"] = _masked_correlation(qsm, qsm_minus, mask)
+        return result
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]):
+        super().on_validation_epoch_end(val_outputs)
+        self.logger.log("val_loss_rec", self._mean_over_ranks([o["loss_rec"] for o in val_outputs]),
+                        self.current_epoch)
+        self.logger.log("val_qsm_corr", self._mean_over_ranks([o["qsm_corr"] for o in val_outputs]),
+                        self.current_epoch)
+
+    def on_epoch_end(self):
+        log = self.logger
+        epoch = self.current_epoch
+        self.print_to_log_file(
+            f"L_seg {log.get_value('train_loss_seg', epoch):.4f}  L_rec {log.get_value('train_loss_rec', epoch):.4f} "
+            f"(L_C {log.get_value('train_loss_c', epoch):.4f}, L_M {log.get_value('train_loss_m', epoch):.4f})  "
+            f"val L_rec {log.get_value('val_loss_rec', epoch):.4f}  "
+            f"val QSM/QSM- r {log.get_value('val_qsm_corr', epoch):.3f}")
+        super().on_epoch_end()
+
+    def _mean_over_ranks(self, values: list) -> float:
+        local = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        if not self.is_ddp:
+            return local
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, local)
+        return float(np.nanmean(gathered)) if np.isfinite(gathered).any() else float("nan")
+
+    # ------------------------------------------------------------------------- final validation
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's validation (segmentations + Dice), then each validation case's QSM and metrics."""
+        self.mqsm_network.return_qsm = False
+        super().perform_actual_validation(save_probabilities)
+        self._validate_qsm()
+
+    def _validate_qsm(self) -> None:
+        """Write `validation/<case>_qsm.nii.gz`; log QSM metrics against the dataset's reference
+        QSM where mqsm_convert stored one (`qsmTr/`), else against QSM- (consistency only)."""
+        self.set_deep_supervision_enabled(False)
+        self.network.eval()
+        predictor = mQSMPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                  perform_everything_on_device=True, device=self.device, verbose=False,
+                                  verbose_preprocessing=False, allow_tqdm=False)
+        predictor.manual_initialization(self.mqsm_network, self.plans_manager, self.configuration_manager, None,
+                                        self.dataset_json, self.__class__.__name__,
+                                        self.inference_allowed_mirroring_axes)
+        _, val_keys = self.do_split()
+        if self.is_ddp:
+            val_keys = val_keys[self.local_rank::dist.get_world_size()]
+        dataset_val = self.dataset_class(self.preprocessed_dataset_folder, val_keys,
+                                         folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
+        out_dir = Path(self.output_folder) / "validation"
+        reference_dir = Path(nnUNet_raw.get(), self.plans_manager.dataset_name, "qsmTr") \
+            if nnUNet_raw.is_set() else None
+        per_case = {}
+        for key in dataset_val.identifiers:
+            data, _, _, properties = dataset_val.load_case(key)
+            data = torch.from_numpy(np.asarray(data[:]))
+            qsm = predictor.predict_qsm(data).float()
+            mask = data[self.channels.mask]
+            native = qsm_to_native(qsm, mask, properties, self.configuration_manager, self.plans_manager)
+            write_native_float(native, properties, out_dir / f"{key}_qsm{self.dataset_json['file_ending']}")
+            per_case[key] = self._qsm_case_metrics(key, qsm, data, native, properties, reference_dir)
+        self._write_qsm_summary(out_dir, per_case)
+        self.set_deep_supervision_enabled(True)
+
+    def _qsm_case_metrics(self, key: str, qsm: torch.Tensor, data: torch.Tensor, native: np.ndarray,
+                          properties: dict, reference_dir: Path | None) -> dict:
+        reference_file = reference_dir / f"{key}{self.dataset_json['file_ending']}" if reference_dir else None
+        if reference_file is not None and reference_file.is_file():
+            reference = read_volume(reference_file).data          # (i, j, k) = SimpleITK's (z, y, x) reversed
+            prediction = native.transpose(2, 1, 0)
+            mask = prediction != 0
+            metrics = qsm_metrics(prediction, reference, mask, voxel_size=properties["sitk_stuff"]["spacing"])
+            return {"against": "reference QSM (qsmTr)", **metrics}
+        mask = (data[self.channels.mask] > 0.5).numpy()
+        metrics = qsm_metrics(qsm.numpy(), data[self.channels.qsm_minus].numpy(), mask,
+                              voxel_size=tuple(self.configuration_manager.spacing))
+        return {"against": "QSM- (no reference QSM stored)", **metrics}
+
+    def _write_qsm_summary(self, out_dir: Path, per_case: dict) -> None:
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, per_case)
+            per_case = {k: v for part in gathered for k, v in part.items()}
+        if self.local_rank != 0 or not per_case:
+            return
+        names = [k for k, v in next(iter(per_case.values())).items() if isinstance(v, (int, float))]
+        mean = {name: float(np.nanmean([case[name] for case in per_case.values()])) for name in names}
+        summary = {"mean": mean, "per_case": per_case}
+        (out_dir / "qsm_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        self.print_to_log_file("QSM validation (" + next(iter(per_case.values()))["against"] + "): " +
+                               ", ".join(f"{k} {v:.4g}" for k, v in mean.items()))
+
+
+def _masked_correlation(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    """Pearson r of two maps over the mask voxels of a batch (NaN when the mask is empty)."""
+    x, y = a[mask].double(), b[mask].double()
+    if x.numel() < 2:
+        return float("nan")
+    x, y = x - x.mean(), y - y.mean()
+    denominator = torch.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denominator) if denominator > 0 else float("nan")

@@ -1,0 +1,9 @@
+"""mQSM trainers for `nnUNetv2_train ... -tr <name>` (set nnUNet_extTrainer to this folder).
+
+The classes live in the installed package: nnU-Net drops the modules it imported from this folder
+after the lookup, and its spawn pools must be able to pickle the trainer by its real module.
+"""
+from mqsm_nnunet.training.trainer import mQSMTrainer
+from mqsm_nnunet.training.variants import mQSMTrainer_SA, mQSMTrainer_tiny, mQSMTrainer_UNet
+
+__all__ = ["mQSMTrainer", "mQSMTrainer_tiny", "mQSMTrainer_UNet", "mQSMTrainer_SA"]
