@@ -31,7 +31,7 @@ def case_id(name: str, suffix: str | None = None) -> str | None:
     stem = strip_nifti_ending(name)
     if stem is None:
         return None
-    if suffix is not None:
+    if suffix:
         return stem[: -len(suffix)] if stem.endswith(suffix) and len(stem) > len(suffix) else None
     for role in ROLE_SUFFIXES:
         if stem.endswith(role) and len(stem) > len(role):
@@ -39,8 +39,12 @@ def case_id(name: str, suffix: str | None = None) -> str | None:
     return stem
 
 
-def collect_cases(directory: str | os.PathLike, suffix: str | None = None) -> dict[str, Path]:
+def collect_cases(directory: str | os.PathLike, suffix: str | None = None,
+                  exclude_suffixes: tuple[str, ...] = ()) -> dict[str, Path]:
     """Map case id -> file for the NIfTI files directly in `directory`.
+
+    Files whose name (without the NIfTI ending) ends with one of `exclude_suffixes` are skipped,
+    e.g. the `<case>_qsm.nii.gz` maps beside the `<case>.nii.gz` segmentations of mqsm_predict.
 
     Raises:
         FileNotFoundError: `directory` does not exist.
@@ -51,7 +55,10 @@ def collect_cases(directory: str | os.PathLike, suffix: str | None = None) -> di
         raise FileNotFoundError(f"{directory}: no such folder")
     cases: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
-        cid = case_id(path.name, suffix) if path.is_file() else None
+        stem = strip_nifti_ending(path.name) if path.is_file() else None
+        if stem is None or any(stem.endswith(excluded) for excluded in exclude_suffixes):
+            continue
+        cid = case_id(path.name, suffix)
         if cid is None:
             continue
         if cid in cases:
@@ -82,3 +89,20 @@ def pair_cases(first: dict[str, Path], second: dict[str, Path], names: tuple[str
             parts.append(f"in {names[1]} but not in {names[0]}: {', '.join(missing_first)}")
         raise ValueError("case lists differ; " + "; ".join(parts))
     return sorted(first)
+
+
+QSM_SUFFIX = "_qsm"
+
+
+def qsm_files_in(directory: str | os.PathLike) -> dict[str, Path]:
+    """Case -> QSM map: the `<case>_qsm.nii.gz` files if the folder has any (mqsm_predict's output),
+    otherwise every `<case>.nii.gz` (role suffixes such as `_chi` stripped)."""
+    try:
+        return collect_cases(directory, QSM_SUFFIX)
+    except ValueError:  # no *_qsm files there
+        return collect_cases(directory)
+
+
+def segmentation_files_in(directory: str | os.PathLike) -> dict[str, Path]:
+    """Case -> segmentation `<case>.nii.gz`, skipping the `<case>_qsm.nii.gz` maps beside them."""
+    return collect_cases(directory, exclude_suffixes=(QSM_SUFFIX,))

@@ -1,0 +1,30 @@
+"""Checks on a trained-model folder before prediction starts (clear errors instead of tracebacks)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from mqsm_nnunet.dataset_metadata import MQSMChannels
+
+
+def check_model_folder(model_folder: Path, folds: Sequence[int | str], checkpoint_name: str) -> None:
+    """Raise FileNotFoundError / ValueError naming what is missing in `model_folder`.
+
+    Checks: the folder, its dataset.json (with the mqsm block) and plans.json, and the checkpoint
+    of every requested fold.
+    """
+    if not model_folder.is_dir():
+        raise FileNotFoundError(f"{model_folder}: no trained model here; check -d, -tr, -p and -c "
+                                "(and nnUNet_results), or train first")
+    for name in ("dataset.json", "plans.json"):
+        if not (model_folder / name).is_file():
+            raise FileNotFoundError(f"{model_folder / name}: missing; this folder was not written by nnU-Net training")
+    MQSMChannels.from_dataset_json(json.loads((model_folder / "dataset.json").read_text()))
+    missing = [f"fold_{f}/{checkpoint_name}" for f in folds
+               if not (model_folder / f"fold_{f}" / checkpoint_name).is_file()]
+    if missing:
+        present = sorted(p.parent.name for p in model_folder.glob(f"fold_*/{checkpoint_name}"))
+        raise FileNotFoundError(
+            f"{model_folder}: no checkpoint {', '.join(missing)}; folds with {checkpoint_name}: "
+            f"{', '.join(present) if present else 'none'} (pick folds with -f, or another checkpoint with -chk)")
