@@ -167,7 +167,7 @@ class mQSMTrainer(nnUNetTrainer):
             segmentation, qsm = self.network(data)
             loss_seg = self.loss(segmentation, target)
         rec = self.reconstruction_loss(qsm.float(), qsm_minus, field, mask)
-        loss = rec["total"] + segmentation_weight * loss_seg
+        loss = rec.total + segmentation_weight * loss_seg
 
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
@@ -180,8 +180,8 @@ class mQSMTrainer(nnUNetTrainer):
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
         return {"loss": loss.detach().cpu().numpy(), "loss_seg": loss_seg.detach().cpu().numpy(),
-                "loss_rec": rec["total"].detach().cpu().numpy(), "loss_c": rec["consistency"].detach().cpu().numpy(),
-                "loss_m": rec["morphology"].detach().cpu().numpy()}
+                "loss_rec": rec.total.detach().cpu().numpy(), "loss_c": rec.consistency.detach().cpu().numpy(),
+                "loss_m": rec.morphology.detach().cpu().numpy()}
 
     def on_train_epoch_end(self, train_outputs: list[dict]):
         super().on_train_epoch_end(train_outputs)
@@ -197,7 +197,7 @@ class mQSMTrainer(nnUNetTrainer):
         qsm_minus, field, mask = self._split_physical(data)
         qsm = self.mqsm_network.reconstruct(data).float()
         rec = self.reconstruction_loss(qsm, qsm_minus, field, mask)
-        result["loss_rec"] = rec["total"].detach().cpu().numpy()
+        result["loss_rec"] = rec.total.detach().cpu().numpy()
         result["qsm_corr"] = _masked_correlation(qsm, qsm_minus, mask)
         return result
 
@@ -260,22 +260,21 @@ class mQSMTrainer(nnUNetTrainer):
             mask = data[self.channels.mask]
             native = qsm_to_native(qsm, mask, properties, self.configuration_manager, self.plans_manager)
             write_native_float(native, properties, out_dir / f"{key}_qsm{self.dataset_json['file_ending']}")
-            per_case[key] = self._qsm_case_metrics(key, qsm, data, native, properties, reference_dir)
+            per_case[key] = self._qsm_case_metrics(key, qsm, data, native, reference_dir)
         self._write_qsm_summary(out_dir, per_case)
         self.set_deep_supervision_enabled(True)
 
     def _qsm_case_metrics(self, key: str, qsm: torch.Tensor, data: torch.Tensor, native: np.ndarray,
-                          properties: dict, reference_dir: Path | None) -> dict:
+                          reference_dir: Path | None) -> dict:
         reference_file = reference_dir / f"{key}{self.dataset_json['file_ending']}" if reference_dir else None
         if reference_file is not None and reference_file.is_file():
             reference = read_volume(reference_file).data          # (i, j, k) = SimpleITK's (z, y, x) reversed
             prediction = native.transpose(2, 1, 0)
             mask = prediction != 0
-            metrics = qsm_metrics(prediction, reference, mask, voxel_size=properties["sitk_stuff"]["spacing"])
+            metrics = qsm_metrics(prediction, reference, mask)
             return {"against": "reference QSM (qsmTr)", **metrics}
         mask = (data[self.channels.mask] > 0.5).numpy()
-        metrics = qsm_metrics(qsm.numpy(), data[self.channels.qsm_minus].numpy(), mask,
-                              voxel_size=tuple(self.configuration_manager.spacing))
+        metrics = qsm_metrics(qsm.numpy(), data[self.channels.qsm_minus].numpy(), mask)
         return {"against": "QSM- (no reference QSM stored)", **metrics}
 
     def _write_qsm_summary(self, out_dir: Path, per_case: dict) -> None:

@@ -1,0 +1,96 @@
+"""`mqsm_convert`: in-house cohort -> $nnUNet_raw/DatasetXXX_NAME (thin CLI over mqsm_nnunet.conversion)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from mqsm_nnunet.conversion import (
+    FIELD_UNITS,
+    ConversionOptions,
+    ConversionWarning,
+    FileNames,
+    convert_cohort,
+    default_num_processes,
+)
+
+PROG = "mqsm_convert"
+
+EXAMPLE = """\
+example (cohort/labels.json, cohort/sub-001/{t1,field,mask,labels}.nii.gz, ...):
+  export nnUNet_raw=/data/nnUNet_raw
+  mqsm_convert -i cohort -d 501 -n mQSM --field-units hz --b0 3 --test-subjects sub-009 sub-010
+  -> /data/nnUNet_raw/Dataset501_mQSM/{imagesTr,labelsTr,imagesTs,dataset.json}
+channels per case: _0000 T1 (zscore), _0001 local field (ppm), _0002 QSM- (ppm), _0003 brain mask.
+Subjects without a label map go to imagesTs. See docs/conversion.md.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE,
+        description="Convert subjects (T1 + local field map + brain mask [+ labels]) into an nnU-Net v2 raw "
+                    "dataset for mQSM: computes QSM- on each whole field map and writes dataset.json.")
+    parser.add_argument("-i", "--input", required=True, metavar="COHORT",
+                        help="cohort folder: one subfolder per subject (its name is the case id)")
+    parser.add_argument("-d", "--dataset-id", required=True, type=int, metavar="ID", help="nnU-Net dataset ID (1-999)")
+    parser.add_argument("-n", "--name", required=True, metavar="NAME", help="dataset name (letters, digits, _ -)")
+    parser.add_argument("--labels", metavar="JSON", help='{"region": id, ...} with 0 = background '
+                                                         "(default: COHORT/labels.json)")
+    parser.add_argument("--field-units", type=str.lower, choices=FIELD_UNITS, default="ppm",
+                        help="units of the field maps: ppm (default), hz (needs --b0), rad (local phase; "
+                             "needs --b0 and --te)")
+    parser.add_argument("--b0", type=float, metavar="T", help="field strength in tesla")
+    parser.add_argument("--te", type=float, metavar="S", help="echo time in seconds (for --field-units rad)")
+    parser.add_argument("--b0-dir", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                        help="B0 direction in voxel axes (i, j, k) for every subject (default: from each "
+                             "field map's affine, world z)")
+    parser.add_argument("--thresholds", type=float, nargs=2, metavar=("T1", "T2"), default=(0.1, 0.2),
+                        help="TKD thresholds of QSM- at edges and elsewhere (default: 0.1 0.2, paper Eq. 3)")
+    parser.add_argument("--test-subjects", nargs="+", default=[], metavar="SUBJECT",
+                        help="subjects to put in imagesTs even if they have labels")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing dataset with this ID (only after the new one is complete)")
+    parser.add_argument("-np", "--num-processes", type=int, default=default_num_processes(), metavar="N",
+                        help=f"subjects converted in parallel (default: {default_num_processes()})")
+    defaults = FileNames()
+    for role in ("t1", "field", "mask", "labels"):
+        parser.add_argument(f"--{role}-name", default=getattr(defaults, role), metavar="FILE",
+                            help=f"{role} file inside each subject folder (default: {getattr(defaults, role)})")
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    prefix = "warning" if issubclass(category, ConversionWarning) else category.__name__
+    tqdm.write(f"{PROG}: {prefix}: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the conversion; exit status 0 on success, 1 on a user error (one line), 130 on Ctrl-C."""
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ConversionWarning)
+            warnings.showwarning = _show_warning
+            options = ConversionOptions(
+                field_units=args.field_units, b0=args.b0, te=args.te,
+                b0_dir=tuple(args.b0_dir) if args.b0_dir else None, thresholds=tuple(args.thresholds),
+                file_names=FileNames(args.t1_name, args.field_name, args.mask_name, args.labels_name))
+            folder = convert_cohort(args.input, args.dataset_id, args.name, labels_json=args.labels, options=options,
+                                    test_subjects=args.test_subjects, overwrite=args.overwrite,
+                                    num_processes=args.num_processes)
+    except (ValueError, OSError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no dataset was written", file=sys.stderr)
+        return 130
+    print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

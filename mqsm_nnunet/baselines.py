@@ -1,0 +1,213 @@
+"""Classical dipole inversions to compare mQSM with, run on the same local field maps.
+
+Every baseline has the signature ``f(field, voxel_size, b0_dir, mask, **params) -> chi`` with the
+field and chi in ppm, arrays in NIfTI voxel order (i, j, k), ``voxel_size`` in mm and ``b0_dir`` the
+B0 direction in voxel coordinates. Each one multiplies the field by the mask first (values outside
+the brain are not data), inverts on a zero-padded grid (``pad_factor``, as `physics.tkd`; FFT
+products are circular) and returns chi multiplied by the mask.
+
+| name | method | default parameters |
+| --- | --- | --- |
+| ``tkd`` | truncated k-space division, `physics.tkd` | t = 0.2 |
+| ``tikhonov`` | closed-form L2: ``chi = IFFT(D F / (D^2 + lambda))`` | lambda = 0.01 |
+| ``tv_admm`` | TV-regularised inversion, ADMM (FANSI-style linear split) | alpha = 3e-4, rho = 3e-2, <= 100 iterations |
+| ``qsm_minus`` | paper Eq. 3, `physics.qsm_minus` | t = (0.1, 0.2) |
+
+Parameter choices and measurements: docs/baselines.md.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import scipy.fft
+
+from mqsm_nnunet import physics
+
+TKD_THRESHOLD = 0.2
+TIKHONOV_LAMBDA = 1e-2
+TV_ALPHA = 3e-4
+TV_RHO = 3e-2
+TV_ITERATIONS = 100
+TV_TOLERANCE = 1e-3
+
+
+def _prepare(field: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The field as float64 with zeros outside the mask, and the boolean mask."""
+    field = np.asarray(field, dtype=np.float64)
+    mask = np.asarray(mask)
+    if field.ndim != 3:
+        raise ValueError(f"field must be a 3D array in voxel order (i, j, k); got shape {field.shape}")
+    if mask.shape != field.shape:
+        raise ValueError(f"mask shape {mask.shape} does not match the field shape {field.shape}")
+    inside = mask != 0
+    if not inside.any():
+        raise ValueError("mask is empty: the inversion needs the brain mask of the field map")
+    if not np.isfinite(field[inside]).all():
+        raise ValueError("field contains NaN or Inf inside the mask")
+    return np.where(inside, field, 0.0), inside
+
+
+def _padded_shape(shape: tuple[int, ...], pad_factor: float) -> tuple[int, ...]:
+    """At least ``pad_factor * N`` per axis, rounded up to a fast real-FFT length."""
+    if not math.isfinite(pad_factor) or pad_factor < 1:
+        raise ValueError(f"pad_factor must be a finite number >= 1 (1 = no padding); got {pad_factor!r}")
+    return tuple(scipy.fft.next_fast_len(math.ceil(pad_factor * n), real=True) for n in shape)
+
+
+def _check_positive(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite positive number; got {value!r}")
+    return value
+
+
+def tkd(
+    field: np.ndarray,
+    voxel_size: Sequence[float],
+    b0_dir: Sequence[float],
+    mask: np.ndarray,
+    threshold: float = TKD_THRESHOLD,
+    pad_factor: float = physics.DEFAULT_PAD_FACTOR,
+) -> np.ndarray:
+    """Truncated k-space division at ``threshold`` (default 0.2), `physics.tkd` on the masked field."""
+    field, inside = _prepare(field, mask)
+    return physics.tkd(field, voxel_size, b0_dir, threshold, mask=inside, pad_factor=pad_factor)
+
+
+def qsm_minus(
+    field: np.ndarray,
+    voxel_size: Sequence[float],
+    b0_dir: Sequence[float],
+    mask: np.ndarray,
+    thresholds: tuple[float, float] = (0.1, 0.2),
+    pad_factor: float = physics.DEFAULT_PAD_FACTOR,
+) -> np.ndarray:
+    """The network's input map (paper Eq. 3), `physics.qsm_minus` on the masked field."""
+    field, inside = _prepare(field, mask)
+    return physics.qsm_minus(field, voxel_size, b0_dir, inside, thresholds=thresholds, pad_factor=pad_factor)
+
+
+def tikhonov(
+    field: np.ndarray,
+    voxel_size: Sequence[float],
+    b0_dir: Sequence[float],
+    mask: np.ndarray,
+    lam: float = TIKHONOV_LAMBDA,
+    pad_factor: float = physics.DEFAULT_PAD_FACTOR,
+) -> np.ndarray:
+    """Closed-form Tikhonov (L2, identity regulariser): ``chi = IFFT(D F / (D^2 + lam))``.
+
+    The minimiser of ``||D chi - f||^2 + lam ||chi||^2`` (D real). The gain ``D / (D^2 + lam)`` peaks
+    at ``1 / (2 sqrt(lam))`` where ``|D| = sqrt(lam)``: lam = 0.01 caps it at 5, as TKD with t = 0.2
+    does, but goes smoothly to 0 on the magic-angle cone instead of staying at 5.
+    """
+    lam = _check_positive("lam", lam)
+    field, inside = _prepare(field, mask)
+    padded = _padded_shape(field.shape, pad_factor)
+    kernel = physics.dipole_kernel(padded, voxel_size, b0_dir, rfft=True)
+    spectrum = scipy.fft.rfftn(field, s=padded, workers=-1)
+    spectrum *= kernel / (kernel * kernel + lam)
+    chi = scipy.fft.irfftn(spectrum, s=padded, workers=-1)[tuple(slice(0, n) for n in field.shape)]
+    return np.where(inside, chi, 0.0)
+
+
+def _forward_differences(volume: np.ndarray) -> np.ndarray:
+    """Periodic forward differences ``v[n + e_a] - v[n]`` along the 3 axes, shape (3, *volume.shape)."""
+    return np.stack([np.roll(volume, -1, axis=axis) - volume for axis in range(3)])
+
+
+def _adjoint_differences(gradients: np.ndarray) -> np.ndarray:
+    """Adjoint of `_forward_differences`: ``sum_a g_a[n - e_a] - g_a[n]`` (minus the divergence)."""
+    return sum(np.roll(gradients[axis], 1, axis=axis) - gradients[axis] for axis in range(3))
+
+
+def tv_admm(
+    field: np.ndarray,
+    voxel_size: Sequence[float],
+    b0_dir: Sequence[float],
+    mask: np.ndarray,
+    alpha: float = TV_ALPHA,
+    rho: float = TV_RHO,
+    iterations: int = TV_ITERATIONS,
+    tolerance: float = TV_TOLERANCE,
+    pad_factor: float = physics.DEFAULT_PAD_FACTOR,
+) -> np.ndarray:
+    """Total-variation regularised dipole inversion by ADMM (the linear FANSI split).
+
+    Solves ``min_chi 1/2 ||D chi - f||^2 + alpha ||G chi||_1`` with G the periodic forward
+    differences per voxel (no division by the voxel size; anisotropic L1 over the 3 components),
+    on the padded grid, with the split ``z = G chi`` and scaled dual ``u``:
+
+    - chi-step, exact in k-space: ``(D^2 + rho |E|^2) X = D F + rho FFT(G^T (z - u))`` with
+      ``|E|^2 = sum_a (2 - 2 cos(2 pi m_a / N_a))`` (k = 0, where both sides vanish, gives X = 0);
+    - z-step: soft-thresholding of ``G chi + u`` at ``alpha / rho``;
+    - ``u += G chi - z``.
+
+    Stops after `iterations` or when ``||chi_new - chi|| / ||chi_new|| < tolerance``. The data term
+    covers the whole padded grid (the field is zero outside the mask), not only the mask.
+    """
+    alpha = _check_positive("alpha", alpha)
+    rho = _check_positive("rho", rho)
+    if int(iterations) != iterations or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
+    field, inside = _prepare(field, mask)
+    padded = _padded_shape(field.shape, pad_factor)
+    kernel = physics.dipole_kernel(padded, voxel_size, b0_dir, rfft=True)
+    # |E_a|^2 of the forward difference on the padded grid, laid out like the rfft half grid.
+    angles = [2 * np.pi * np.fft.fftfreq(n) for n in padded[:2]] + [2 * np.pi * np.fft.rfftfreq(padded[2])]
+    grids = np.meshgrid(*angles, indexing="ij", sparse=True)
+    laplacian = sum(2.0 - 2.0 * np.cos(angle) for angle in grids)
+    denominator = kernel * kernel + rho * laplacian
+    denominator[0, 0, 0] = 1.0
+    data_term = kernel * scipy.fft.rfftn(field, s=padded, workers=-1)
+
+    chi = np.zeros(padded)
+    z = np.zeros((3, *padded))
+    u = np.zeros((3, *padded))
+    threshold = alpha / rho
+    for _ in range(int(iterations)):
+        rhs = data_term + rho * scipy.fft.rfftn(_adjoint_differences(z - u), workers=-1)
+        chi_new = scipy.fft.irfftn(rhs / denominator, s=padded, workers=-1)
+        gradients = _forward_differences(chi_new)
+        z = gradients + u
+        z = np.sign(z) * np.maximum(np.abs(z) - threshold, 0.0)
+        u += gradients - z
+        change = np.linalg.norm(chi_new - chi) / max(np.linalg.norm(chi_new), np.finfo(float).tiny)
+        chi = chi_new
+        if change < tolerance:
+            break
+    chi = chi[tuple(slice(0, n) for n in field.shape)]
+    return np.where(inside, chi, 0.0)
+
+
+Baseline = Callable[..., np.ndarray]
+BASELINES: dict[str, Baseline] = {
+    "tkd": tkd,
+    "tikhonov": tikhonov,
+    "tv_admm": tv_admm,
+    "qsm_minus": qsm_minus,
+}
+"""Name -> inversion ``f(field, voxel_size, b0_dir, mask) -> chi`` with its documented defaults."""
+
+
+def run_baselines(
+    field: np.ndarray,
+    voxel_size: Sequence[float],
+    b0_dir: Sequence[float],
+    mask: np.ndarray,
+    names: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run the named baselines (all of `BASELINES` by default) with their default parameters.
+
+    Returns ``{name: chi}`` in ppm, float64, zero outside the mask.
+
+    Raises:
+        ValueError: an unknown name, or bad inputs (see each baseline).
+    """
+    names = list(BASELINES) if names is None else list(names)
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
+    return {name: np.asarray(BASELINES[name](field, voxel_size, b0_dir, mask), dtype=np.float64) for name in names}

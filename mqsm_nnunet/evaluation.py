@@ -1,0 +1,383 @@
+"""`mqsm_evaluate`: QSM metrics (paper Table 1) and segmentation metrics (paper Table 3) of a folder
+of predictions against references.
+
+QSM: every ``<case>_qsm.nii.gz`` in ``--pred`` against ``<case>.nii.gz`` / ``<case>_chi.nii.gz`` in
+``--ref``, inside ``<case>.nii.gz`` / ``<case>_mask.nii.gz`` from ``--mask`` (without ``--mask``:
+the reference's nonzero voxels). Segmentation: ``<case>.nii.gz`` (or ``_seg``/``_labels``) label
+maps in ``--seg-pred`` against ``--seg-ref``, per region, with distances in mm from the reference's
+voxel size. Metric definitions: `mqsm_nnunet.metrics` and docs/metrics.md.
+
+Outputs in ``-o OUT``: ``qsm_metrics.csv`` and ``qsm_metrics.md`` (one row per case and a mean
+row), and with segmentations ``seg_metrics_per_region.csv`` (one row per case and region, then
+per-region means) and ``seg_metrics.md`` (per-region means and the mean over regions). All results
+are computed before anything is written, and each file is written to a temporary name and renamed,
+so an error leaves no output behind.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mqsm_nnunet.cases import case_id, collect_cases, pair_cases, strip_nifti_ending
+from mqsm_nnunet.metrics import SEGMENTATION_METRICS, qsm_metrics, segmentation_metrics
+from mqsm_nnunet.nifti import Volume, read_volume
+
+QSM_METRICS = ("ssim", "psnr", "nrmse", "hfen", "xsim", "nrmse_demeaned")
+"""Keys of a QSM row besides ``case`` (also the CSV header): Table 1 plus the 2019 variants."""
+
+Column = tuple[str, str, str]
+"""(row key, heading, format spec for floats)."""
+
+QSM_TABLE: tuple[Column, ...] = (
+    ("case", "case", ""),
+    ("ssim", "SSIM", ".4f"),
+    ("psnr", "PSNR (dB)", ".2f"),
+    ("nrmse", "NRMSE (%)", ".2f"),
+    ("hfen", "HFEN (%)", ".2f"),
+)
+"""Paper Table 1 layout."""
+
+SEG_TABLE: tuple[Column, ...] = (
+    ("region", "region", ""),
+    ("label", "label", ""),
+    ("n", "cases", ""),
+    ("dice", "Dice", ".4f"),
+    ("recall", "recall", ".4f"),
+    ("precision", "precision", ".4f"),
+    ("hd95", "HD95 (mm)", ".2f"),
+    ("asd", "ASD (mm)", ".2f"),
+)
+"""Paper Table 3 layout, one row per region and a mean row."""
+
+SEG_CSV_KEYS = ("case", "label", "region", *SEGMENTATION_METRICS)
+SEGMENTATION_ROLES = ("", "_seg", "_labels")
+"""File-name role suffixes accepted for label maps (``_qsm`` maps in the same folder are skipped)."""
+MEAN = "mean"
+GEOMETRY_ATOL_MM = 1e-4
+
+
+# ----------------------------------------------------------------------------------------------
+# files
+
+
+def collect_segmentations(directory: str | os.PathLike) -> dict[str, Path]:
+    """Case id -> label map for ``<case>.nii.gz`` / ``<case>_seg`` / ``<case>_labels`` files.
+
+    Other roles (``<case>_qsm.nii.gz`` written by the predictor next to its segmentations) are
+    skipped, so ``--seg-pred`` may be the same folder as ``--pred``.
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: two label maps for one case, or none at all.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such folder")
+    found: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        stem = strip_nifti_ending(path.name) if path.is_file() else None
+        if stem is None:
+            continue
+        cid = case_id(path.name)
+        if stem[len(cid):] not in SEGMENTATION_ROLES:
+            continue
+        if cid in found:
+            raise ValueError(
+                f"{directory}: both {found[cid].name} and {path.name} look like the label map of case '{cid}'; "
+                "keep one per case"
+            )
+        found[cid] = path
+    if not found:
+        raise ValueError(f"{directory}: no label maps (<case>.nii.gz or <case>_seg.nii.gz) found")
+    return found
+
+
+def _read_pair(first: Path, second: Path, dtype: type | None = np.float32) -> tuple[Volume, Volume]:
+    """Read two files of one case and check they share shape and affine."""
+    a, b = read_volume(first, dtype=dtype), read_volume(second, dtype=dtype)
+    if a.data.shape != b.data.shape:
+        raise ValueError(f"{first} has shape {a.data.shape} but {second} has shape {b.data.shape}; resample one onto the other's grid")
+    if not np.allclose(a.affine, b.affine, rtol=0.0, atol=GEOMETRY_ATOL_MM):
+        raise ValueError(
+            f"{first} and {second} have different affines (voxel grids in world space):\n"
+            f"{np.array2string(a.affine, precision=4)}\nvs\n{np.array2string(b.affine, precision=4)}\n"
+            "resample one onto the other's grid"
+        )
+    return a, b
+
+
+def _as_labels(volume: Volume, path: Path) -> np.ndarray:
+    data = np.asarray(volume.data)
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
+            raise ValueError(f"{path}: not a label map (non-integer values); pass the segmentation, not a probability map")
+    return data.astype(np.int64, copy=False)
+
+
+def load_labels(path: str | os.PathLike) -> dict[str, int]:
+    """Region name -> label id from a JSON object ``{name: id}`` or an nnU-Net ``dataset.json``
+    (its ``"labels"`` key). Background (id 0) is dropped.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not JSON, not a mapping, a non-integer id (e.g. nnU-Net region lists), or no
+            foreground label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such labels file")
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if isinstance(content, dict) and isinstance(content.get("labels"), dict):
+        content = content["labels"]
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a JSON object {{region name: label id}} or a dataset.json with 'labels'")
+    labels = {}
+    for name, value in content.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{path}: label '{name}' has id {value!r}; ids must be non-negative integers")
+        if value != 0:
+            labels[str(name)] = value
+    if not labels:
+        raise ValueError(f"{path}: no foreground label (only background 0)")
+    return labels
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate_qsm(
+    pred_files: Mapping[str, Path], ref_files: Mapping[str, Path], mask_files: Mapping[str, Path] | None = None
+) -> list[dict]:
+    """One row per case: ``{"case", "ssim", "psnr" (dB), "nrmse" (%), "hfen" (%), "xsim",
+    "nrmse_demeaned" (%)}``, sorted by case; masks from `mask_files` or, if None, the reference's
+    nonzero voxels.
+
+    Raises:
+        ValueError: the case lists differ, or a pair of files differs in shape or affine.
+        FileNotFoundError: a file is missing.
+    """
+    cases = pair_cases(dict(pred_files), dict(ref_files), ("predictions", "references"))
+    if mask_files is not None:
+        pair_cases(dict(pred_files), dict(mask_files), ("predictions", "masks"))
+    rows = []
+    for case in cases:
+        pred, ref = _read_pair(Path(pred_files[case]), Path(ref_files[case]))
+        mask = None
+        if mask_files is not None:
+            _, mask_volume = _read_pair(Path(ref_files[case]), Path(mask_files[case]))
+            mask = mask_volume.data
+        try:
+            values = qsm_metrics(pred.data, ref.data, mask, include_2019=True)
+        except ValueError as error:
+            raise ValueError(f"case '{case}' ({pred_files[case]}): {error}") from error
+        rows.append({"case": case, **values})
+    return rows
+
+
+def evaluate_segmentation(
+    pred_files: Mapping[str, Path], ref_files: Mapping[str, Path], labels: Mapping[str, int] | None = None
+) -> list[dict]:
+    """One row per case and region: ``{"case", "label", "region", "dice", "recall", "precision",
+    "hd95" (mm), "asd" (mm)}``, voxel size from the reference's affine.
+
+    `labels` maps region name -> id; without it every nonzero id found in any prediction or
+    reference is scored and named ``label_<id>`` (a region absent from both maps of a case gets
+    NaN, see `metrics.overlap_metrics`).
+
+    Raises:
+        ValueError: case lists differ, or a pair differs in shape/affine, or a map is not integer.
+    """
+    cases = pair_cases(dict(pred_files), dict(ref_files), ("predicted segmentations", "reference segmentations"))
+    fixed = dict(labels) if labels is not None else None
+    per_case: dict[str, dict[int, dict[str, float]]] = {}
+    found: set[int] = set()
+    for case in cases:
+        pred_path, ref_path = Path(pred_files[case]), Path(ref_files[case])
+        pred, ref = _read_pair(pred_path, ref_path, dtype=None)
+        pred_labels, ref_labels = _as_labels(pred, pred_path), _as_labels(ref, ref_path)
+        if fixed is not None:
+            ids = sorted(set(fixed.values()))
+        else:
+            ids = sorted((set(np.unique(pred_labels)) | set(np.unique(ref_labels))) - {0})
+            found.update(int(i) for i in ids)
+        per_case[case] = segmentation_metrics(pred_labels, ref_labels, ids, ref.voxel_size) if ids else {}
+    names = fixed if fixed is not None else {f"label_{i}": i for i in sorted(found)}
+    absent = dict.fromkeys(SEGMENTATION_METRICS, math.nan)
+    rows = []
+    for case in cases:
+        for name, label in sorted(names.items(), key=lambda item: item[1]):
+            rows.append({"case": case, "label": label, "region": name, **per_case[case].get(label, absent)})
+    return rows
+
+
+def _mean(values: Sequence[float]) -> float:
+    """Mean of the non-NaN values (NaN if there are none)."""
+    kept = [v for v in values if not math.isnan(v)]
+    return float(np.mean(kept)) if kept else math.nan
+
+
+def qsm_mean_row(rows: Sequence[Mapping]) -> dict:
+    """The ``case = "mean"`` row: per-metric mean over cases (NaNs skipped)."""
+    return {"case": MEAN, **{key: _mean([row[key] for row in rows]) for key in QSM_METRICS}}
+
+
+def summarize_segmentation(rows: Sequence[Mapping]) -> list[dict]:
+    """Per-region means over cases (NaN skipped; ``n`` = cases where the region is in either map),
+    then a ``region = "mean"`` row: the mean of the per-region means (paper Table 3)."""
+    regions: dict[tuple[int, str], list[Mapping]] = {}
+    for row in rows:
+        regions.setdefault((row["label"], row["region"]), []).append(row)
+    summary = []
+    for (label, region), members in sorted(regions.items()):
+        summary.append({
+            "region": region,
+            "label": label,
+            "n": sum(not math.isnan(m["dice"]) for m in members),
+            **{key: _mean([m[key] for m in members]) for key in SEGMENTATION_METRICS},
+        })
+    overall = {"region": MEAN, "label": "", "n": len({row["case"] for row in rows})}
+    overall.update({key: _mean([s[key] for s in summary]) for key in SEGMENTATION_METRICS})
+    return summary + [overall]
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+
+
+def _format(value, spec: str) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return format(value, spec)
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Mapping], columns: Sequence[Column]) -> str:
+    """A GitHub markdown table of `rows` with `columns` = (key, heading, float format) triples;
+    NaN prints as ``n/a``."""
+    lines = [
+        "| " + " | ".join(heading for _, heading, _ in columns) + " |",
+        "|" + "|".join(" --- " for _ in columns) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_format(row[key], spec) for key, _, spec in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: Sequence[Mapping], keys: Sequence[str]) -> str:
+    """CSV with header `keys`; floats at full precision (``repr``), so they read back exactly."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(keys)
+    for row in rows:
+        writer.writerow([row[key] for key in keys])
+    return buffer.getvalue()
+
+
+def write_outputs(out_dir: str | os.PathLike, files: Mapping[str, str]) -> list[Path]:
+    """Write ``{file name: text}`` into `out_dir`, each through a temporary file and a rename."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in files.items():
+        target = out_dir / name
+        tmp = out_dir / f".{name}.tmp"
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(target)
+    return written
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mqsm_evaluate",
+        description="QSM metrics (SSIM, PSNR, NRMSE, HFEN; 2016 QSM challenge definitions) and segmentation "
+        "metrics (Dice, recall, precision, HD95, ASD) of predictions against references. See docs/metrics.md.",
+    )
+    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted QSM maps <case>_qsm.nii.gz (ppm)")
+    parser.add_argument("--ref", required=True, type=Path, help="folder of reference maps <case>.nii.gz or <case>_chi.nii.gz (ppm)")
+    parser.add_argument("--mask", type=Path, help="folder of evaluation masks <case>.nii.gz or <case>_mask.nii.gz "
+                        "(default: the reference's nonzero voxels)")
+    parser.add_argument("--seg-pred", type=Path, help="folder of predicted label maps <case>.nii.gz (may be --pred)")
+    parser.add_argument("--seg-ref", type=Path, help="folder of reference label maps <case>.nii.gz")
+    parser.add_argument("--labels", type=Path, help="labels JSON {region: id} or an nnU-Net dataset.json "
+                        "(default: every nonzero id found, named label_<id>)")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict[str, str]:
+    """Compute every table for parsed arguments; returns ``{file name: text}`` (nothing written)."""
+    pred_files = collect_cases(args.pred, suffix="_qsm")
+    ref_files = collect_cases(args.ref)
+    mask_files = collect_cases(args.mask) if args.mask is not None else None
+    rows = evaluate_qsm(pred_files, ref_files, mask_files)
+    rows.append(qsm_mean_row(rows))
+    region = f"masks from {args.mask}" if args.mask is not None else "the reference's nonzero voxels (no --mask given)"
+    outputs = {
+        "qsm_metrics.csv": csv_text(rows, ("case", *QSM_METRICS)),
+        "qsm_metrics.md": (
+            f"# QSM metrics\n\nPredictions {args.pred} vs references {args.ref}, inside {region}. "
+            "2016 QSM challenge definitions (docs/metrics.md); PSNR peak = reference range in the mask.\n\n"
+            + markdown_table(rows, QSM_TABLE)
+        ),
+    }
+    if args.seg_pred is not None:
+        labels = load_labels(args.labels) if args.labels is not None else None
+        seg_rows = evaluate_segmentation(collect_segmentations(args.seg_pred), collect_segmentations(args.seg_ref), labels)
+        summary = summarize_segmentation(seg_rows)
+        means = [{"case": MEAN, **row} for row in summary]
+        outputs["seg_metrics_per_region.csv"] = csv_text(seg_rows + means, SEG_CSV_KEYS)
+        outputs["seg_metrics.md"] = (
+            f"# Segmentation metrics\n\nPredictions {args.seg_pred} vs references {args.seg_ref}: per-region means "
+            "over cases (NaN skipped; 'cases' = cases where the region is in either map), then the mean over "
+            "regions. HD95 and ASD in mm.\n\n" + markdown_table(summary, SEG_TABLE)
+        )
+    return outputs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script `mqsm_evaluate`; see the module docstring."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.seg_pred is None) != (args.seg_ref is None):
+        parser.error("--seg-pred and --seg-ref go together")
+    if args.labels is not None and args.seg_pred is None:
+        parser.error("--labels needs --seg-pred and --seg-ref")
+    try:
+        outputs = run(args)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    for path in write_outputs(args.output, outputs):
+        print(f"wrote {path}")
+    print()
+    print(outputs["qsm_metrics.md"])
+    if "seg_metrics.md" in outputs:
+        print(outputs["seg_metrics.md"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""QSM reconstruction sub-network of mQSM (paper Fig. 1, upper branch).
+
+A full-resolution residual CNN that refines the initial QSM (QSM-, paper Eq. 3) into the QSM. It sees
+QSM- only (no T1), so a trained model reconstructs QSM from the field map alone (paper Sec. 3.2).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _conv3(in_channels: int, out_channels: int) -> nn.Conv3d:
+    """3x3x3 convolution with 'same' padding: the reconstruction never changes resolution."""
+    return nn.Conv3d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=True)
+
+
+class ResidualBlock(nn.Module):
+    """conv -> IN -> LeakyReLU -> Dropout3d -> conv -> IN -> (+ input) -> LeakyReLU, constant width."""
+
+    def __init__(self, channels: int, dropout: float) -> None:
+        super().__init__()
+        self.conv1 = _conv3(channels, channels)
+        self.norm1 = nn.InstanceNorm3d(channels, eps=1e-5, affine=True)
+        self.dropout = nn.Dropout3d(p=dropout)
+        self.conv2 = _conv3(channels, channels)
+        self.norm2 = nn.InstanceNorm3d(channels, eps=1e-5, affine=True)
+        self.nonlin = nn.LeakyReLU(negative_slope=0.01, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.nonlin(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(self.dropout(y)))
+        return self.nonlin(y + x)
+
+
+class ReconstructionNet(nn.Module):
+    """QSM- (B, 1, *S) -> (QSM (B, 1, *S), recon skip (B, skip_channels, *S)), maps in ppm.
+
+    Layout (paper Fig. 1): conv 1->skip_channels, conv skip_channels->width, ``n_blocks`` residual blocks
+    of ``width`` channels, conv width->skip_channels (the "recon skip" feature the segmentation net's
+    QSM stream starts from), conv skip_channels->1 (the QSM). The paper's sizes are the defaults; width
+    and depth are parameters because this full-resolution net dominates the training cost.
+
+    Args:
+        width: channels of the residual trunk (paper: 64).
+        n_blocks: number of residual blocks (paper: 6).
+        skip_channels: channels of the first conv and of the recon skip (paper: 32).
+        dropout: Dropout3d probability inside each block (paper: 0.2).
+
+    Raises:
+        ValueError: for a non-positive width, skip_channels, negative n_blocks or dropout outside [0, 1).
+    """
+
+    def __init__(self, width: int = 64, n_blocks: int = 6, skip_channels: int = 32, dropout: float = 0.2) -> None:
+        super().__init__()
+        if width < 1 or skip_channels < 1:
+            raise ValueError(f"width and skip_channels must be >= 1, got width={width}, "
+                             f"skip_channels={skip_channels}")
+        if n_blocks < 0:
+            raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.width = width
+        self.n_blocks = n_blocks
+        self.skip_channels = skip_channels
+        self.in_conv = nn.Sequential(_conv3(1, skip_channels), _conv3(skip_channels, width))
+        self.blocks = nn.Sequential(*[ResidualBlock(width, dropout) for _ in range(n_blocks)])
+        self.skip_conv = _conv3(width, skip_channels)
+        self.out_conv = _conv3(skip_channels, 1)
+
+    def forward(self, qsm_minus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if qsm_minus.ndim != 5 or qsm_minus.shape[1] != 1:
+            raise ValueError(f"qsm_minus must have shape (B, 1, X, Y, Z), got {tuple(qsm_minus.shape)}")
+        skip = self.skip_conv(self.blocks(self.in_conv(qsm_minus)))
+        return self.out_conv(skip), skip
+
+    def compute_conv_feature_map_size(self, input_size: tuple[int, ...]) -> int:
+        """Voxels of all conv outputs for one sample, the quantity PlainConvUNet reports to the planner."""
+        n_vox = 1
+        for s in input_size:
+            n_vox *= int(s)
+        channels = self.skip_channels + self.width + 2 * self.n_blocks * self.width + self.skip_channels + 1
+        return channels * n_vox

@@ -1,0 +1,175 @@
+"""Writing a phantom cohort in the in-house layout, and the `mqsm_phantom` command.
+
+Layout: OUT/labels.json ({"background": 0, region: id, ...}) and OUT/sub-001/{t1, field, mask,
+labels, chi}.nii.gz. Each subject folder is written under a hidden temporary name and renamed when
+complete, so an interrupted run never leaves a half-written subject.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mqsm_nnunet.nifti import write_volume
+from mqsm_nnunet.phantom.anatomy import LABELS, SUSCEPTIBILITY_PPB
+from mqsm_nnunet.phantom.subject import (DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE, DEFAULT_T1_NOISE,
+                                         DEFAULT_VOXEL_SIZE, check_grid, check_levels, make_subject)
+
+# Entries of OUT that the generator owns (replaced with --overwrite); anything else is left alone.
+_OWNED = re.compile(r"^(labels\.json|sub-\d+|\.sub-\d+\..+)$")
+
+
+@dataclass(frozen=True)
+class CohortSummary:
+    """What `write_cohort` wrote: grid, B0, per-region true susceptibility (ppb, mean over subjects of
+    each subject's regional mean) and the range of the written field (ppm)."""
+
+    out_dir: Path
+    n_subjects: int
+    seed: int
+    shape: tuple[int, int, int]
+    voxel_size: tuple[float, float, float]
+    b0_dir: tuple[float, float, float]
+    noise: float
+    mean_chi_ppb: dict[str, float]
+    field_range_ppm: tuple[float, float]
+    seconds_per_subject: float
+
+    def report(self) -> str:
+        """Human-readable cohort summary (what `mqsm_phantom` prints)."""
+        fov = " x ".join(f"{n * v:g}" for n, v in zip(self.shape, self.voxel_size))
+        lines = [
+            f"mqsm_phantom: {self.n_subjects} subject(s) in {self.out_dir} (seed {self.seed}, "
+            f"{self.seconds_per_subject:.2f} s per subject)",
+            f"  grid {' x '.join(map(str, self.shape))} voxels of {' x '.join(f'{v:g}' for v in self.voxel_size)} mm"
+            f" (field of view {fov} mm)",
+            f"  B0 direction (voxel axes i, j, k): ({', '.join(f'{v:.4g}' for v in self.b0_dir)})",
+            f"  field: {self.field_range_ppm[0]:.4f} .. {self.field_range_ppm[1]:.4f} ppm"
+            f" (noise sd {100 * self.noise:g} % of the in-brain field sd)",
+            f"  {len(self.mean_chi_ppb)} regions (labels.json); true susceptibility in ppb,"
+            " mean over subjects | literature:",
+        ]
+        for name, value in self.mean_chi_ppb.items():
+            lines.append(f"    {LABELS[name]:3d} {name:<22s} {value:8.1f} | {SUSCEPTIBILITY_PPB[name]:6.0f}")
+        return "\n".join(lines)
+
+
+def _prepare_output(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output {out_dir} exists and is not a folder; choose another -o/--output")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ValueError(f"output folder {out_dir} is not empty; pass --overwrite (overwrite=True) "
+                             "to replace its cohort, or choose another -o/--output")
+        for entry in out_dir.iterdir():
+            if _OWNED.match(entry.name):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _write_labels_json(out_dir: Path) -> None:
+    tmp = out_dir / ".labels.json.tmp"
+    tmp.write_text(json.dumps(LABELS, indent=2) + "\n")
+    os.replace(tmp, out_dir / "labels.json")
+
+
+def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[int] = DEFAULT_SHAPE,
+                 voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE, b0_dir: Sequence[float] | None = None,
+                 seed: int = 0, *, noise: float = DEFAULT_FIELD_NOISE, t1_noise: float = DEFAULT_T1_NOISE,
+                 chi_variation: float = DEFAULT_CHI_VARIATION, overwrite: bool = False,
+                 progress: bool = False) -> CohortSummary:
+    """Write subjects 1..n_subjects of cohort `seed` (see `make_subject` for the arguments).
+
+    Raises:
+        ValueError: n_subjects < 1, a bad grid / B0 / level, or a non-empty `out_dir` without
+            `overwrite` (with it, labels.json and sub-* folders are replaced, other files kept).
+    """
+    if int(n_subjects) != n_subjects or n_subjects < 1:
+        raise ValueError(f"n_subjects (-n/--subjects) must be an integer >= 1; got {n_subjects}")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed}")
+    shape, voxel_size, b0 = check_grid(shape, voxel_size, b0_dir)
+    check_levels(noise, t1_noise, chi_variation)
+    out_dir = Path(out_dir)
+    _prepare_output(out_dir, overwrite)
+    _write_labels_json(out_dir)
+
+    sums = np.zeros(len(LABELS))
+    present = np.zeros(len(LABELS))
+    low, high = np.inf, -np.inf
+    start = time.perf_counter()
+    for index in tqdm(range(1, int(n_subjects) + 1), desc="mqsm_phantom", unit="subject", disable=not progress):
+        subject = make_subject(index, shape, voxel_size, b0, seed, noise=noise, t1_noise=t1_noise,
+                               chi_variation=chi_variation)
+        name = f"sub-{index:03d}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
+        try:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private (0700); the cohort is ordinary data
+            for role, data, dtype in (("t1", subject.t1, np.float32), ("field", subject.field, np.float32),
+                                      ("mask", subject.mask, np.uint8), ("labels", subject.labels, np.uint8),
+                                      ("chi", subject.chi, np.float32)):
+                write_volume(tmp / f"{role}.nii.gz", data, subject.affine, dtype)
+            os.rename(tmp, out_dir / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        counts = np.bincount(subject.labels.ravel(), minlength=len(LABELS))
+        totals = np.bincount(subject.labels.ravel(), weights=subject.chi.ravel(), minlength=len(LABELS))
+        found = counts > 0
+        sums[found] += 1000.0 * totals[found] / counts[found]
+        present += found
+        low, high = min(low, float(subject.field.min())), max(high, float(subject.field.max()))
+
+    mean_chi = {name: float(sums[LABELS[name]] / present[LABELS[name]])
+                for name in SUSCEPTIBILITY_PPB if present[LABELS[name]]}
+    return CohortSummary(out_dir, int(n_subjects), int(seed), shape, voxel_size, b0, float(noise), mean_chi,
+                         (low, high), (time.perf_counter() - start) / n_subjects)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`mqsm_phantom`: write a synthetic cohort (in-house layout) and print its summary."""
+    parser = argparse.ArgumentParser(
+        prog="mqsm_phantom",
+        description="Write a synthetic QSM cohort: per subject a T1, a local field map (ppm), a brain mask, "
+                    "region labels and the true susceptibility (ppm), plus labels.json. See docs/phantom.md.")
+    parser.add_argument("-o", "--output", required=True, help="output folder (created; must be empty)")
+    parser.add_argument("-n", "--subjects", type=int, required=True, help="number of subjects (>= 1)")
+    parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=list(DEFAULT_SHAPE),
+                        help="grid size in voxels (default: %(default)s)")
+    parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                        default=list(DEFAULT_VOXEL_SIZE), help="voxel size in mm (default: %(default)s)")
+    parser.add_argument("--b0-dir", type=float, nargs=3, metavar=("X", "Y", "Z"), default=None,
+                        help="B0 direction in voxel axes (default 0 0 1); written into the affine as an "
+                             "oblique acquisition")
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed (default: %(default)s)")
+    parser.add_argument("--noise", type=float, default=DEFAULT_FIELD_NOISE,
+                        help="field noise sd as a fraction of the in-brain field sd (default: %(default)s)")
+    parser.add_argument("--t1-noise", type=float, default=DEFAULT_T1_NOISE,
+                        help="T1 noise sigma as a fraction of white matter (default: %(default)s)")
+    parser.add_argument("--chi-variation", type=float, default=DEFAULT_CHI_VARIATION,
+                        help="per-subject relative sd of each region's susceptibility (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace labels.json and sub-* folders in a non-empty output folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    args = parser.parse_args(argv)
+    try:
+        summary = write_cohort(args.output, args.subjects, args.shape, args.voxel_size, args.b0_dir, args.seed,
+                               noise=args.noise, t1_noise=args.t1_noise, chi_variation=args.chi_variation,
+                               overwrite=args.overwrite, progress=not args.quiet)
+    except ValueError as error:
+        parser.error(str(error))
+    if not args.quiet:
+        print(summary.report())
+    return 0

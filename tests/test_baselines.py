@@ -1,0 +1,138 @@
+"""Classical dipole inversions on a noiseless and a noisy ellipsoid phantom (forward model from physics).
+
+Inversions cannot recover the mean susceptibility (D(0) = 0), so accuracy is compared with the
+Pearson correlation and the demeaned NRMSE (2019 challenge) inside the mask.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mqsm_nnunet import baselines, metrics, physics
+
+SHAPE = (32, 32, 24)
+VOXEL_SIZE = (1.0, 1.0, 1.5)
+B0_DIR = (0.1, 0.2, 1.0)  # oblique, as an oblique acquisition gives
+NOISE_RELATIVE = 0.5  # noise std / field std in the mask, for the noisy comparison
+
+
+def _ellipsoid(center, radii):
+    idx = np.indices(SHAPE).astype(float)
+    return sum(((idx[a] - center[a]) / radii[a]) ** 2 for a in range(3)) <= 1
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """Brain-like ellipsoid (-20 ppb) holding deep-grey-matter-like ellipsoids (ppm) and a 'vein'."""
+    c = [(n - 1) / 2 for n in SHAPE]
+    mask = _ellipsoid(c, (13, 13, 9))
+    chi = np.zeros(SHAPE)
+    chi[mask] = -0.02
+    chi[_ellipsoid((c[0] - 5, c[1] + 2, c[2]), (3, 2.5, 2))] = 0.13
+    chi[_ellipsoid((c[0] + 5, c[1] + 2, c[2]), (3, 2.5, 2))] = 0.05
+    chi[_ellipsoid((c[0], c[1] - 6, c[2] + 1), (4, 3, 2))] = 0.03
+    chi[_ellipsoid((c[0] + 1, c[1] - 1, c[2] - 3), (1.5, 1.5, 1.5))] = 0.19
+    field = physics.forward_field(chi, VOXEL_SIZE, B0_DIR)
+    return chi, mask, field
+
+
+@pytest.fixture(scope="module")
+def noiseless(phantom):
+    chi, mask, field = phantom
+    return baselines.run_baselines(field, VOXEL_SIZE, B0_DIR, mask)
+
+
+def _pearson(x, y, mask):
+    return np.corrcoef(x[mask], y[mask])[0, 1]
+
+
+@pytest.mark.parametrize("name,bound", [("tkd", 0.9), ("tikhonov", 0.9), ("tv_admm", 0.99), ("qsm_minus", 0.9)])
+def test_every_baseline_correlates_with_the_truth(phantom, noiseless, name, bound):
+    chi, mask, _ = phantom
+    result = noiseless[name]
+    assert result.shape == SHAPE and result.dtype == np.float64
+    assert np.all(result[~mask] == 0)
+    assert _pearson(result, chi, mask) > bound
+
+
+def test_regularised_inversions_beat_tkd_on_a_noisy_field(phantom):
+    chi, mask, field = phantom
+    rng = np.random.default_rng(0)
+    noisy = field + NOISE_RELATIVE * field[mask].std() * rng.standard_normal(SHAPE)
+    errors = {
+        name: metrics.nrmse_demeaned(result, chi, mask)
+        for name, result in baselines.run_baselines(noisy, VOXEL_SIZE, B0_DIR, mask, ["tkd", "tikhonov", "tv_admm"]).items()
+    }
+    assert errors["tikhonov"] < errors["tkd"]
+    assert errors["tv_admm"] < errors["tkd"]
+
+
+def test_tikhonov_is_its_closed_form():
+    """Against the full complex FFT written out, on odd grid sizes.
+
+    Odd sizes have no Nyquist planes: there an oblique B0 makes D(k) differ from D(-k) (the
+    Nyquist frequency is its own negative), so 'real part of a full FFT' and an rfft route are
+    two different conventions; elsewhere both must agree to rounding.
+    """
+    shape = (17, 27, 17)
+    rng = np.random.default_rng(2)
+    mask = np.zeros(shape, dtype=bool)
+    mask[3:14, 4:23, 2:14] = True
+    field = rng.standard_normal(shape)
+    lam = 0.02
+
+    def closed_form(grid):
+        padded = np.zeros(grid)
+        padded[: shape[0], : shape[1], : shape[2]] = field * mask
+        kernel = physics.dipole_kernel(grid, VOXEL_SIZE, B0_DIR)
+        full = np.real(np.fft.ifftn(kernel * np.fft.fftn(padded) / (kernel**2 + lam)))
+        return full[: shape[0], : shape[1], : shape[2]] * mask
+
+    expected = closed_form(shape)
+    result = baselines.tikhonov(field, VOXEL_SIZE, B0_DIR, mask, lam=lam, pad_factor=1.0)
+    assert np.allclose(result, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    # Default padding 1.5: ceil(1.5 N) = 26, 41, 26 -> fast real-FFT lengths 27, 45, 27 (odd).
+    expected = closed_form((27, 45, 27))
+    result = baselines.tikhonov(field, VOXEL_SIZE, B0_DIR, mask, lam=lam)
+    assert np.allclose(result, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+
+
+def test_tkd_and_qsm_minus_are_the_physics_functions_on_the_masked_field(phantom, noiseless):
+    _, mask, field = phantom
+    assert np.array_equal(noiseless["tkd"], physics.tkd(field * mask, VOXEL_SIZE, B0_DIR, 0.2, mask=mask))
+    assert np.array_equal(noiseless["qsm_minus"], physics.qsm_minus(field * mask, VOXEL_SIZE, B0_DIR, mask))
+
+
+def test_tv_admm_reduces_its_objective_below_the_other_inversions(phantom, noiseless):
+    """ADMM minimises 1/2 ||D chi - f||^2 + alpha ||G chi||_1 (unpadded here to evaluate it exactly)."""
+    _, mask, field = phantom
+    f = field * mask
+    kernel = physics.dipole_kernel(SHAPE, VOXEL_SIZE, B0_DIR)
+
+    def objective(chi):
+        residual = np.real(np.fft.ifftn(kernel * np.fft.fftn(chi))) - f
+        tv = sum(np.abs(np.roll(chi, -1, axis=a) - chi).sum() for a in range(3))
+        return 0.5 * np.sum(residual**2) + baselines.TV_ALPHA * tv
+
+    unmasked = {}
+    for name in ("tkd", "tikhonov", "tv_admm"):
+        # Evaluate the objective on the raw (unmasked) minimiser of the unpadded problem.
+        inside = np.ones(SHAPE, dtype=bool)
+        unmasked[name] = baselines.BASELINES[name](f, VOXEL_SIZE, B0_DIR, inside, pad_factor=1.0)
+    assert objective(unmasked["tv_admm"]) < min(objective(unmasked["tkd"]), objective(unmasked["tikhonov"]))
+
+
+def test_bad_arguments_are_value_errors(phantom):
+    _, mask, field = phantom
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baselines.run_baselines(field, VOXEL_SIZE, B0_DIR, mask, ["ilsqr"])
+    with pytest.raises(ValueError, match="lam"):
+        baselines.tikhonov(field, VOXEL_SIZE, B0_DIR, mask, lam=0.0)
+    with pytest.raises(ValueError, match="pad_factor"):
+        baselines.tikhonov(field, VOXEL_SIZE, B0_DIR, mask, pad_factor=0.5)
+    with pytest.raises(ValueError, match="iterations"):
+        baselines.tv_admm(field, VOXEL_SIZE, B0_DIR, mask, iterations=0)
+    with pytest.raises(ValueError, match="mask"):
+        baselines.tv_admm(field, VOXEL_SIZE, B0_DIR, np.zeros(SHAPE))
+    with pytest.raises(ValueError, match="mask shape"):
+        baselines.tkd(field, VOXEL_SIZE, B0_DIR, mask[:-1])

@@ -1,0 +1,316 @@
+"""Tests of the mQSM network: reconstruction net, mTrans against an einsum reference, the two-stream U-Net."""
+import pytest
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from torch import nn
+
+from mqsm_nnunet.losses import ReconstructionLoss
+from mqsm_nnunet.network import MQSMNet, MutualTransformer, ReconstructionNet
+
+torch.set_num_threads(2)
+
+# (strides, kernel_sizes, features, spatial size): isotropic, anisotropic with 1-kernels, 5 and 6 stages,
+# and odd sizes on axes that are never downsampled.
+PLANS = {
+    "iso4": ([1, 2, 2, 2], 3, (4, 8, 16, 16), (24, 32, 40)),
+    "aniso4": ([[1, 1, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2]],
+               [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]], (4, 8, 16, 16), (24, 40, 56)),
+    "iso5": ([1, 2, 2, 2, 2], 3, (4, 8, 8, 16, 16), (16, 32, 48)),
+    "aniso6": ([[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+               [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+               (4, 8, 8, 8, 16, 16), (16, 64, 64)),
+    "odd": ([[1, 1, 1], [1, 2, 1], [1, 2, 1], [1, 2, 1]],
+            [[3, 3, 3], [3, 3, 1], [3, 3, 3], [3, 3, 3]], (4, 8, 8, 16), (33, 32, 35)),
+}
+
+
+def unet_kwargs(plan: str, deep_supervision: bool = True, input_channels: int = 4, num_classes: int = 3) -> dict:
+    """PlainConvUNet-style keyword arguments as nnU-Net plans give them."""
+    strides, kernels, features, _ = PLANS[plan]
+    return dict(input_channels=input_channels, n_stages=len(features), features_per_stage=features,
+                conv_op=nn.Conv3d, kernel_sizes=kernels, strides=strides, n_conv_per_stage=2,
+                num_classes=num_classes, n_conv_per_stage_decoder=1, conv_bias=True,
+                norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                dropout_op=None, dropout_op_kwargs=None, nonlin=nn.LeakyReLU,
+                nonlin_kwargs={"inplace": True}, deep_supervision=deep_supervision)
+
+
+def tiny_net(plan: str = "aniso4", **extra) -> MQSMNet:
+    kwargs = dict(t1_channels=(0,), qsm_minus_channel=2, recon_width=8, recon_blocks=2, recon_skip_channels=4)
+    kwargs.update(extra)
+    deep_supervision = kwargs.pop("deep_supervision", True)
+    net = MQSMNet(**unet_kwargs(plan, deep_supervision), **kwargs)
+    net.apply(net.initialize)
+    return net
+
+
+def mutual_transformer_reference(q1, k1, v1, q2, k2, v2):
+    """Eq. 4 written out: (B, C, N) channel-first tensors -> cat[SA_1, MA V_2, SA_2, MA^T V_1], (B, 4C, N)."""
+    c, n = q1.shape[1], q1.shape[2]
+
+    def self_attention(q, k, v):
+        logits = torch.einsum("bcn,bcm->bnm", q, k) / c ** 0.5
+        weights = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        return torch.einsum("bnm,bcm->bcn", weights, v)
+
+    mutual = torch.tanh(torch.einsum("bcn,bdn->bcd", q1, q2) / n ** 0.5)
+    return torch.cat([self_attention(q1, k1, v1), torch.einsum("bcd,bdn->bcn", mutual, v2),
+                      self_attention(q2, k2, v2), torch.einsum("bcd,bcn->bdn", mutual, v1)], dim=1)
+
+
+# ---------------------------------------------------------------- reconstruction net
+
+def test_reconstruction_net_shapes_and_layout():
+    net = ReconstructionNet(width=8, n_blocks=3, skip_channels=4).eval()
+    x = torch.randn(2, 1, 9, 10, 11)
+    qsm, skip = net(x)
+    assert qsm.shape == (2, 1, 9, 10, 11)
+    assert skip.shape == (2, 4, 9, 10, 11)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv3d)]
+    assert len(convs) == 2 + 2 * 3 + 2
+    assert all(c.kernel_size == (3, 3, 3) and c.padding == (1, 1, 1) for c in convs)
+    assert [(c.in_channels, c.out_channels) for c in (convs[0], convs[1], convs[-2], convs[-1])] == \
+        [(1, 4), (4, 8), (8, 4), (4, 1)]
+    norms = [m for m in net.modules() if isinstance(m, nn.InstanceNorm3d)]
+    assert len(norms) == 6 and all(n.affine for n in norms)
+    assert all(m.p == 0.2 for m in net.modules() if isinstance(m, nn.Dropout3d))
+
+
+def test_reconstruction_net_paper_defaults_and_validation():
+    net = ReconstructionNet()
+    assert (net.width, net.n_blocks, net.skip_channels) == (64, 6, 32)
+    with pytest.raises(ValueError, match="dropout"):
+        ReconstructionNet(dropout=1.0)
+    with pytest.raises(ValueError, match="qsm_minus"):
+        net(torch.zeros(1, 2, 4, 4, 4))
+
+
+# ---------------------------------------------------------------- mTrans
+
+def _qkv(block: MutualTransformer, f1, f2):
+    q1, k1, v1 = block.to_qkv[0](f1).flatten(2).chunk(3, dim=1)
+    q2, k2, v2 = block.to_qkv[1](f2).flatten(2).chunk(3, dim=1)
+    return q1, k1, v1, q2, k2, v2
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("attention", ["mtrans", "sa"])
+def test_mutual_transformer_matches_einsum_reference(attention, dtype, tol):
+    torch.manual_seed(0)
+    c = 5
+    block = MutualTransformer(c, attention=attention).to(dtype)
+    f1, f2 = torch.randn(2, 2, c, 3, 4, 5, dtype=dtype)
+    with torch.no_grad():
+        out = block(f1, f2)
+        ref = mutual_transformer_reference(*_qkv(block, f1, f2))
+        if attention == "sa":
+            ref = torch.cat([ref[:, :c], ref[:, 2 * c:3 * c]], dim=1)
+        expected = torch.cat([f1, f2], dim=1) + block.proj(ref.view(2, -1, 3, 4, 5))
+    assert out.shape == (2, 2 * c, 3, 4, 5)
+    torch.testing.assert_close(out, expected, atol=tol, rtol=tol)
+
+
+def test_mutual_attention_is_stored_only_on_request():
+    torch.manual_seed(1)
+    block = MutualTransformer(3)
+    f1, f2 = torch.randn(2, 1, 3, 4, 4, 4)
+    block(f1, f2)
+    assert block.last_mutual_attention is None
+    block.store_attention = True
+    block(f1, f2)
+    ma = block.last_mutual_attention
+    q1, _, _, q2, _, _ = _qkv(block, f1, f2)
+    assert ma.shape == (1, 3, 3) and not ma.requires_grad
+    torch.testing.assert_close(ma, torch.tanh(q1 @ q2.transpose(1, 2) / 64 ** 0.5).detach())
+    sa_block = MutualTransformer(3, attention="sa")
+    sa_block.store_attention = True
+    sa_block(f1, f2)
+    assert sa_block.last_mutual_attention is None
+
+
+@pytest.mark.parametrize("attention", ["mtrans", "sa"])
+def test_mutual_transformer_is_permutation_equivariant(attention):
+    """No positional encoding: reordering the voxels reorders the output the same way."""
+    torch.manual_seed(2)
+    block = MutualTransformer(4, attention=attention).double()
+    f1, f2 = torch.randn(2, 2, 4, 3, 4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        flipped = block(f1.flip(2, 4), f2.flip(2, 4))
+        torch.testing.assert_close(flipped, block(f1, f2).flip(2, 4))
+
+
+def test_mutual_transformer_validation():
+    with pytest.raises(ValueError, match="attention"):
+        MutualTransformer(4, attention="cross")
+    with pytest.raises(ValueError, match="f1 and f2"):
+        MutualTransformer(4)(torch.zeros(1, 4, 2, 2, 2), torch.zeros(1, 3, 2, 2, 2))
+
+
+# ---------------------------------------------------------------- MQSMNet
+
+@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_deep_supervision_outputs_match_plain_conv_unet(plan):
+    torch.manual_seed(0)
+    size = PLANS[plan][3]
+    x = torch.randn(1, 4, *size)
+    net = tiny_net(plan)
+    reference = PlainConvUNet(**unet_kwargs(plan))
+    with torch.no_grad():
+        outputs = net(x)
+        expected = reference(x)
+    assert isinstance(outputs, list) and len(outputs) == len(PLANS[plan][2]) - 1
+    assert [o.shape for o in outputs] == [e.shape for e in expected]
+    assert outputs[0].shape == (1, 3, *size)
+
+
+@pytest.mark.parametrize("plan", ["aniso4", "odd"])
+def test_inference_mode_returns_one_tensor_and_qsm_on_request(plan):
+    size = PLANS[plan][3]
+    net = tiny_net(plan).eval()
+    net.decoder.deep_supervision = False  # what nnU-Net's set_deep_supervision_enabled(False) does
+    x = torch.randn(2, 4, *size)
+    with torch.no_grad():
+        seg = net(x)
+        assert isinstance(seg, torch.Tensor) and seg.shape == (2, 3, *size)
+        net.return_qsm = True
+        seg_again, qsm = net(x)
+    torch.testing.assert_close(seg_again, seg)
+    assert qsm.shape == (2, 1, *size)
+
+
+def test_qsm_depends_only_on_qsm_minus_channel():
+    """The reconstruction net sees QSM- only, so the QSM works from the field map alone."""
+    torch.manual_seed(0)
+    net = tiny_net().eval()
+    net.return_qsm = True
+    x = torch.randn(1, 4, 24, 40, 56)
+    y = x.clone()
+    y[:, [0, 1, 3]] = torch.randn(1, 3, 24, 40, 56)
+    with torch.no_grad():
+        seg_x, qsm_x = net(x)
+        seg_y, qsm_y = net(y)
+    torch.testing.assert_close(qsm_x, qsm_y)
+    assert not torch.allclose(seg_x[0], seg_y[0])
+
+
+def _seg_loss(seg_outputs, target):
+    """CE summed over deep-supervision outputs (target nearest-downsampled to each scale)."""
+    loss = 0.0
+    for out in seg_outputs:
+        t = F.interpolate(target[:, None].float(), size=out.shape[2:], mode="nearest")[:, 0].long()
+        loss = loss + F.cross_entropy(out, t)
+    return loss
+
+
+def _recon_loss(qsm, x):
+    return ReconstructionLoss()(qsm, x[:, 2:3], x[:, 1:2], (x[:, 3:4] > 0).float()).total
+
+
+def test_segmentation_loss_does_not_train_the_reconstruction_net():
+    torch.manual_seed(0)
+    net = tiny_net()
+    net.return_qsm = True
+    x = torch.randn(2, 4, 24, 40, 56)
+    target = torch.randint(0, 3, (2, 24, 40, 56))
+    seg, qsm = net(x)
+    _seg_loss(seg, target).backward()
+    for p in net.reconstruction_parameters():
+        assert p.grad is None or not p.grad.any()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.segmentation_parameters())
+
+    net.zero_grad(set_to_none=True)
+    seg, qsm = net(x)
+    _recon_loss(qsm, x).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.reconstruction_parameters())
+    assert all(p.grad is None for p in net.segmentation_parameters())
+
+
+def test_parameter_groups_are_disjoint_and_cover_everything():
+    net = tiny_net(fusion_stages=(2, 3))
+    recon = {id(p) for p in net.reconstruction_parameters()}
+    seg = {id(p) for p in net.segmentation_parameters()}
+    everything = {id(p) for p in net.parameters()}
+    assert recon and seg and not recon & seg
+    assert recon | seg == everything
+    assert recon == {id(p) for p in net.recon.parameters()}
+
+
+@pytest.mark.parametrize("fusion", ["none", "sa", "mtrans"])
+def test_fusion_variants_train_one_step(fusion):
+    torch.manual_seed(0)
+    net = tiny_net("iso4", fusion=fusion, fusion_stages=(2, -1))
+    assert len(net.encoder.fusions) == (0 if fusion == "none" else 2)
+    net.return_qsm = True
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-2)
+    x = torch.randn(2, 4, 24, 32, 40)
+    target = torch.randint(0, 3, (2, 24, 32, 40))
+    seg, qsm = net(x)
+    loss = _recon_loss(qsm, x) + _seg_loss(seg, target)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    before = [p.detach().clone() for p in net.parameters()]
+    optimizer.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
+
+
+def test_streams_stay_apart_until_the_fusion_stage():
+    """With grouped convs, changing the QSM stream does not move the T1 half before the fusion stage."""
+    torch.manual_seed(0)
+    net = tiny_net("iso4", fusion_stages=(2,)).eval()
+    t1 = torch.randn(1, 1, 24, 32, 40)
+    qsm_a, qsm_b = torch.randn(2, 1, 4, 24, 32, 40)
+    with torch.no_grad():
+        skips_a = net.encoder(t1, qsm_a)
+        skips_b = net.encoder(t1, qsm_b)
+    for s in (0, 1):  # grouped, not yet fused
+        half = skips_a[s].shape[1] // 2
+        torch.testing.assert_close(skips_a[s][:, :half], skips_b[s][:, :half])
+        assert not torch.allclose(skips_a[s][:, half:], skips_b[s][:, half:])
+    half = skips_a[2].shape[1] // 2
+    assert not torch.allclose(skips_a[2][:, :half], skips_b[2][:, :half])  # fused
+    assert net.encoder.stages[2].convs[0].conv.groups == 2
+    assert net.encoder.stages[3].convs[0].conv.groups == 1  # after the last fusion stage
+
+
+def test_feature_map_size_extends_plain_conv_unet_estimate():
+    plan = "aniso4"
+    size = PLANS[plan][3]
+    n_vox = size[0] * size[1] * size[2]
+    plain = PlainConvUNet(**unet_kwargs(plan)).compute_conv_feature_map_size(size)
+    none = tiny_net(plan, fusion="none").compute_conv_feature_map_size(size)
+    recon_channels = 4 + 8 + 2 * 2 * 8 + 4 + 1  # skip, width, 2 blocks x 2 convs, skip, qsm
+    stems = PLANS[plan][2][0]  # two stems of F0/2 channels
+    assert none == plain + (recon_channels + stems) * n_vox
+    bottleneck_tokens = (24 // 8) * (40 // 8) * (56 // 4)
+    fused = tiny_net(plan, fusion="mtrans").compute_conv_feature_map_size(size)
+    assert fused - none >= 2 * bottleneck_tokens ** 2
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(conv_op=nn.Conv2d), "3D"),
+    (dict(features_per_stage=(4, 8, 15, 16)), "even"),
+    (dict(kernel_sizes=[3, 3, 3]), "kernel_sizes"),
+    (dict(t1_channels=(4,)), "t1_channels"),
+    (dict(qsm_minus_channel=0), "also listed"),
+    (dict(fusion="cross"), "fusion"),
+    (dict(fusion_stages=(4,)), "fusion_stages"),
+    (dict(fusion_stages=(3, -1)), "twice"),
+])
+def test_invalid_configurations_raise(change, message):
+    kwargs = unet_kwargs("aniso4")
+    extra = {k: change.pop(k) for k in list(change) if k not in kwargs}
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=message):
+        MQSMNet(**kwargs, **extra)
+
+
+def test_unknown_keyword_is_rejected_and_inputs_are_checked():
+    with pytest.raises(TypeError):
+        MQSMNet(**unet_kwargs("aniso4"), nonlin_first=False)
+    net = tiny_net()
+    with pytest.raises(ValueError, match="expected input"):
+        net(torch.zeros(1, 3, 24, 40, 56))
+    with pytest.raises(ValueError, match="divisible"):
+        net(torch.zeros(1, 4, 24, 40, 54))
