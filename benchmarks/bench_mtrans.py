@@ -23,7 +23,7 @@ import time
 
 ATTENTION_GRIDS = [8, 12, 16, 20, 24]  # tokens = grid^3
 NAIVE_MAX_GRID = 20                    # the naive N x N maps grow past a few GB beyond this on CPU
-RECON_CASES = [(16, 6), (32, 6), (32, 3), (64, 6)]  # (width, residual blocks)
+RECON_CASES = [(16, 6, 32), (32, 6, 32), (32, 3, 32), (16, 3, 8), (64, 6, 32)]  # (width, blocks, skip channels)
 
 
 def _current_rss_bytes() -> int:
@@ -77,13 +77,13 @@ def _child_attention(impl: str, grid: int, channels: int, device: str, repeats: 
     return _measure(step, device, repeats)
 
 
-def _child_recon(width: int, n_blocks: int, device: str, repeats: int) -> dict:
+def _child_recon(width: int, n_blocks: int, skip_channels: int, device: str, repeats: int) -> dict:
     import torch
 
     from mqsm_nnunet.network.reconstruction import ReconstructionNet
 
     torch.manual_seed(0)
-    net = ReconstructionNet(width=width, n_blocks=n_blocks).to(device)
+    net = ReconstructionNet(width=width, n_blocks=n_blocks, skip_channels=skip_channels).to(device)
     x = torch.randn(2, 1, 64, 64, 32, device=device)
 
     def step():
@@ -118,7 +118,7 @@ def main() -> None:
         if kind == "attention":
             result = _child_attention(rest[0], int(rest[1]), args.channels, args.device, args.repeats)
         else:
-            result = _child_recon(int(rest[0]), int(rest[1]), args.device, args.repeats)
+            result = _child_recon(int(rest[0]), int(rest[1]), int(rest[2]), args.device, args.repeats)
         print(json.dumps(result))
         return
 
@@ -141,10 +141,11 @@ def main() -> None:
 
     cases = RECON_CASES[:2] if args.quick else RECON_CASES
     print(f"\nReconstructionNet fwd+bwd, patch 64x64x32, batch 2, device {args.device}")
-    print(f"{'width':>5} {'blocks':>6} {'params':>9} {'time s':>7} {'peak MB':>8}")
-    for width, n_blocks in cases:
-        r = _run_child(["recon", str(width), str(n_blocks)] + common)
-        print(f"{width:>5} {n_blocks:>6} {r['params']:>9} {r['time_s']:>7.2f} {r['peak_mb']:>8.0f}", flush=True)
+    print(f"{'width':>5} {'blocks':>6} {'skip':>4} {'params':>9} {'time s':>7} {'peak MB':>8}")
+    for width, n_blocks, skip in cases:
+        r = _run_child(["recon", str(width), str(n_blocks), str(skip)] + common)
+        print(f"{width:>5} {n_blocks:>6} {skip:>4} {r['params']:>9} {r['time_s']:>7.2f} {r['peak_mb']:>8.0f}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -57,9 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", "--num-processes", type=int, default=default_num_processes(), metavar="N",
                         help=f"subjects converted in parallel (default: {default_num_processes()})")
     defaults = FileNames()
-    for role in ("t1", "field", "mask", "labels"):
+    roles = {"t1": "T1", "field": "local field map", "mask": "brain mask (0/1)",
+             "labels": "label map (training subjects)",
+             "chi": "optional reference QSM in ppm (copied to qsmTr/ for validation, never an input)"}
+    for role, what in roles.items():
         parser.add_argument(f"--{role}-name", default=getattr(defaults, role), metavar="FILE",
-                            help=f"{role} file inside each subject folder (default: {getattr(defaults, role)})")
+                            help=f"{what} in each subject folder (default: {getattr(defaults, role)})")
     return parser
 
 
@@ -78,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = ConversionOptions(
                 field_units=args.field_units, b0=args.b0, te=args.te,
                 b0_dir=tuple(args.b0_dir) if args.b0_dir else None, thresholds=tuple(args.thresholds),
-                file_names=FileNames(args.t1_name, args.field_name, args.mask_name, args.labels_name))
+                file_names=FileNames(args.t1_name, args.field_name, args.mask_name, args.labels_name, args.chi_name))
             folder = convert_cohort(args.input, args.dataset_id, args.name, labels_json=args.labels, options=options,
                                     test_subjects=args.test_subjects, overwrite=args.overwrite,
                                     num_processes=args.num_processes)
@@ -86,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no dataset was written", file=sys.stderr)
+        print(f"{PROG}: interrupted; no dataset was written or replaced", file=sys.stderr)
         return 130
     print(folder)
     return 0

@@ -10,7 +10,7 @@ products are circular) and returns chi multiplied by the mask.
 | --- | --- | --- |
 | ``tkd`` | truncated k-space division, `physics.tkd` | t = 0.2 |
 | ``tikhonov`` | closed-form L2: ``chi = IFFT(D F / (D^2 + lambda))`` | lambda = 0.01 |
-| ``tv_admm`` | TV-regularised inversion, ADMM (FANSI-style linear split) | alpha = 3e-4, rho = 3e-2, <= 100 iterations |
+| ``tv_admm`` | TV-regularised inversion, ADMM (linear FANSI split) | alpha = 3e-4, rho = 3e-2, <= 100 iterations |
 | ``qsm_minus`` | paper Eq. 3, `physics.qsm_minus` | t = (0.1, 0.2) |
 
 Parameter choices and measurements: docs/baselines.md.
@@ -50,10 +50,13 @@ def _prepare(field: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _padded_shape(shape: tuple[int, ...], pad_factor: float) -> tuple[int, ...]:
-    """At least ``pad_factor * N`` per axis, rounded up to a fast real-FFT length."""
+    """At least ``pad_factor * N`` per axis (ceil, tolerant of float round-off), rounded up to a
+    fast real-FFT length."""
     if not math.isfinite(pad_factor) or pad_factor < 1:
-        raise ValueError(f"pad_factor must be a finite number >= 1 (1 = no padding); got {pad_factor!r}")
-    return tuple(scipy.fft.next_fast_len(math.ceil(pad_factor * n), real=True) for n in shape)
+        raise ValueError(
+            f"pad_factor must be a finite number >= 1 (1 = pad only to a fast FFT length); got {pad_factor!r}"
+        )
+    return tuple(scipy.fft.next_fast_len(math.ceil(pad_factor * n - 1e-9), real=True) for n in shape)
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -171,9 +174,9 @@ def tv_admm(
         rhs = data_term + rho * scipy.fft.rfftn(_adjoint_differences(z - u), workers=-1)
         chi_new = scipy.fft.irfftn(rhs / denominator, s=padded, workers=-1)
         gradients = _forward_differences(chi_new)
-        z = gradients + u
-        z = np.sign(z) * np.maximum(np.abs(z) - threshold, 0.0)
-        u += gradients - z
+        u += gradients
+        z = u - np.clip(u, -threshold, threshold)  # soft-thresholding of G chi + u
+        u -= z
         change = np.linalg.norm(chi_new - chi) / max(np.linalg.norm(chi_new), np.finfo(float).tiny)
         chi = chi_new
         if change < tolerance:

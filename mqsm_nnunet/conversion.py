@@ -75,9 +75,10 @@ class FileNames:
     field: str = "field.nii.gz"
     mask: str = "mask.nii.gz"
     labels: str = "labels.nii.gz"
+    chi: str = "chi.nii.gz"
 
     def __post_init__(self) -> None:
-        for role in ("t1", "field", "mask", "labels"):
+        for role in ("t1", "field", "mask", "labels", "chi"):
             name = getattr(self, role)
             parts = Path(name).parts
             if not name or Path(name).is_absolute() or ".." in parts:
@@ -197,7 +198,7 @@ class Subject:
 class _Job:
     subject: Subject
     options: ConversionOptions
-    labels: LabelTable
+    labels: LabelTable | None
     output: Path
 
 
@@ -207,6 +208,7 @@ class _Result:
     training: bool
     b0_direction: tuple[float, float, float]
     label_ids_present: frozenset[int]
+    has_reference_qsm: bool
     warnings: tuple[str, ...]
 
 
@@ -221,6 +223,24 @@ def check_case_id(case_id: str) -> str:
     return case_id
 
 
+def _subject_folders(cohort: Path, file_names: FileNames) -> list[Path]:
+    """Non-hidden subfolders of `cohort`, each with a safe name and its T1, field and mask files."""
+    if not cohort.is_dir():
+        raise FileNotFoundError(f"cohort folder {cohort} not found (-i)")
+    folders = sorted(p for p in cohort.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ValueError(f"no subjects found in {cohort}: expected one folder per subject "
+                         f"(e.g. {cohort}/sub-001/{file_names.field})")
+    for folder in folders:
+        check_case_id(folder.name)
+        for role in ("t1", "field", "mask"):
+            path = folder / getattr(file_names, role)
+            if not path.is_file():
+                raise FileNotFoundError(f"{folder.name}: {path}: missing {role} file "
+                                        f"(set its name with --{role}-name)")
+    return folders
+
+
 def discover_subjects(cohort: str | os.PathLike, file_names: FileNames = FileNames(),
                       test_subjects: Sequence[str] = ()) -> list[Subject]:
     """Every non-hidden subfolder of `cohort` is a subject; it needs T1, field and mask, labels are optional.
@@ -232,26 +252,13 @@ def discover_subjects(cohort: str | os.PathLike, file_names: FileNames = FileNam
         ValueError: no subjects, an unsafe folder name, unknown test subjects, or no training subject.
     """
     cohort = Path(cohort)
-    if not cohort.is_dir():
-        raise FileNotFoundError(f"cohort folder {cohort} not found (-i)")
-    folders = sorted(p for p in cohort.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise ValueError(f"no subjects found in {cohort}: expected one folder per subject "
-                         f"(e.g. {cohort}/sub-001/{file_names.field})")
-    names = [folder.name for folder in folders]
-    unknown = sorted(set(test_subjects) - set(names))
+    folders = _subject_folders(cohort, file_names)
+    unknown = sorted(set(test_subjects) - {folder.name for folder in folders})
     if unknown:
-        raise ValueError(f"--test-subjects names unknown subjects {unknown}; subjects in {cohort}: {names}")
-    subjects = []
-    for folder in folders:
-        check_case_id(folder.name)
-        for role in ("t1", "field", "mask"):
-            path = folder / getattr(file_names, role)
-            if not path.is_file():
-                raise FileNotFoundError(f"{folder.name}: {path}: missing {role} file "
-                                        f"(set its name with --{role}-name)")
-        has_labels = (folder / file_names.labels).is_file()
-        subjects.append(Subject(folder.name, folder, has_labels and folder.name not in test_subjects))
+        raise ValueError(f"--test-subjects names unknown subjects {unknown}; subjects in {cohort}: "
+                         f"{[folder.name for folder in folders]}")
+    subjects = [Subject(folder.name, folder, (folder / file_names.labels).is_file()
+                        and folder.name not in test_subjects) for folder in folders]
     if not any(s.training for s in subjects):
         raise ValueError(f"no training subjects in {cohort}: no subject folder has {file_names.labels} "
                          "(or all are named in --test-subjects); check --labels-name")
@@ -362,35 +369,57 @@ def _t1_on_field_grid(subject: Subject, path: Path, field: Volume, mask: np.ndar
     return resample_to_grid(t1, field.affine, field.data.shape)
 
 
-def _labels_on_field_grid(subject: Subject, path: Path, field: Volume, labels: LabelTable) -> np.ndarray:
-    volume = _read(subject, path, dtype=None)
+def _on_field_grid(subject: Subject, path: Path, field: Volume, what: str, dtype: type | None) -> np.ndarray:
+    """Data of a map that must lie on the field map's grid (mask, labels, reference QSM)."""
+    volume = _read(subject, path, dtype=dtype)
     mismatch = grid_mismatch(volume.affine, volume.data.shape, field.affine, field.data.shape)
     if mismatch is not None:
-        raise _fail(subject, path, f"label map is not on the field map's grid: {mismatch}; "
-                                   "resample it (nearest neighbour) onto the field map")
-    data = volume.data
+        raise _fail(subject, path, f"{what} is not on the field map's grid: {mismatch}; resample it onto the "
+                                   "field map (nearest neighbour for masks and labels)")
+    return volume.data
+
+
+def _brain_mask(subject: Subject, path: Path, field: Volume) -> np.ndarray:
+    data = _on_field_grid(subject, path, field, "brain mask", dtype=None)
+    values = np.unique(data)
+    if not np.all(np.isin(values, (0, 1))):
+        raise _fail(subject, path, f"brain mask must hold only 0 and 1; found values "
+                                   f"{_fmt(values[:8])}{'...' if values.size > 8 else ''}")
+    mask = data == 1
+    if not mask.any():
+        raise _fail(subject, path, "brain mask is empty (no voxel is 1)")
+    return mask
+
+
+def _label_map(subject: Subject, path: Path, field: Volume, labels: LabelTable) -> np.ndarray:
+    """The label map with consecutive ids."""
+    data = _on_field_grid(subject, path, field, "label map", dtype=None)
     if not np.issubdtype(data.dtype, np.integer):
         data = data.astype(np.float64)
         if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
             raise _fail(subject, path, "label map holds non-integer values; it must hold integer region ids")
         data = data.astype(np.int64)
-    values = np.unique(data)
     table = labels.lookup()
-    unknown = [int(v) for v in values if v < 0 or v >= table.size or table[v] < 0]
+    unknown = [int(v) for v in np.unique(data) if v < 0 or v >= table.size or table[v] < 0]
     if unknown:
         raise _fail(subject, path, f"label values {unknown} are not in the labels JSON {labels.source}; "
                                    "add them there or fix the label map")
     return table[data]
 
 
-def convert_subject(job: _Job) -> _Result:
-    """Validate one subject, compute its channels and write them under `job.output` (worker function).
+def _reference_qsm(subject: Subject, path: Path, field: Volume) -> np.ndarray:
+    data = _on_field_grid(subject, path, field, "reference QSM", dtype=np.float32)
+    if not np.all(np.isfinite(data)):
+        raise _fail(subject, path, "reference QSM contains NaN or Inf voxels")
+    return data
 
-    Raises:
-        ValueError: any validation failure, naming subject and file.
-    """
-    subject, options, names = job.subject, job.options, job.options.file_names
-    paths = {role: subject.folder / getattr(names, role) for role in ("t1", "field", "mask", "labels")}
+
+def _convert_subject(subject: Subject, options: ConversionOptions, labels: LabelTable | None, images: Path,
+                     dataset: Path | None) -> _Result:
+    """Validate one subject and write its channels into `images`; for a training subject also
+    `dataset/labelsTr/<case>` and, when the subject has one, the reference QSM `dataset/qsmTr/<case>`."""
+    names = options.file_names
+    paths = {role: subject.folder / getattr(names, role) for role in ("t1", "field", "mask", "labels", "chi")}
     notes: list[str] = []
 
     field = _read(subject, paths["field"])
@@ -398,37 +427,61 @@ def convert_subject(job: _Job) -> _Result:
         count = int(np.size(field.data) - np.count_nonzero(np.isfinite(field.data)))
         raise _fail(subject, paths["field"], f"field map contains {count} NaN/Inf voxels; set them to 0 "
                                              "(outside the brain) or fix the field estimation")
-    mask_volume = _read(subject, paths["mask"], dtype=None)
-    mismatch = grid_mismatch(mask_volume.affine, mask_volume.data.shape, field.affine, field.data.shape)
-    if mismatch is not None:
-        raise _fail(subject, paths["mask"], f"brain mask is not on the field map's grid: {mismatch}")
-    mask_values = np.unique(mask_volume.data)
-    if not np.all(np.isin(mask_values, (0, 1))):
-        raise _fail(subject, paths["mask"], f"brain mask must hold only 0 and 1; found values "
-                                            f"{_fmt(mask_values[:8])}{'...' if mask_values.size > 8 else ''}")
-    mask = mask_volume.data == 1
-    if not mask.any():
-        raise _fail(subject, paths["mask"], "brain mask is empty (no voxel is 1)")
-
+    mask = _brain_mask(subject, paths["mask"], field)
     field_ppm = _field_in_ppm(subject, paths["field"], field.data, mask, options)
-    labels = _labels_on_field_grid(subject, paths["labels"], field, job.labels) if subject.training else None
+    label_map = _label_map(subject, paths["labels"], field, labels) if subject.training else None
+    reference = _reference_qsm(subject, paths["chi"], field) \
+        if subject.training and paths["chi"].is_file() else None
     t1 = _t1_on_field_grid(subject, paths["t1"], field, mask, notes)
     b0_dir = options.b0_dir if options.b0_dir is not None else tuple(
         float(v) for v in physics.b0_direction_from_affine(field.affine))
     qsm = physics.qsm_minus(field_ppm, field.voxel_size, b0_dir, mask, thresholds=options.thresholds)
 
+    case_file = f"{subject.case_id}{FILE_ENDING}"
     label_ids: frozenset[int] = frozenset()
-    if labels is not None:
-        label_ids = frozenset(int(v) for v in np.unique(labels))
-        dtype = np.uint8 if labels.max() < 256 else np.uint16
-        write_volume(job.output / "labelsTr" / f"{subject.case_id}{FILE_ENDING}", labels, field.affine, dtype)
-
-    images = job.output / ("imagesTr" if subject.training else "imagesTs")
+    if label_map is not None:
+        label_ids = frozenset(int(v) for v in np.unique(label_map))
+        dtype = np.uint8 if label_map.max() < 256 else np.uint16
+        write_volume(dataset / "labelsTr" / case_file, label_map, field.affine, dtype)
+    if reference is not None:
+        write_volume(dataset / "qsmTr" / case_file, reference, field.affine, np.float32)
     channels = {"t1": (t1, np.float32), "field": (field_ppm, np.float32), "qsm_minus": (qsm, np.float32),
                 "mask": (mask, np.uint8)}
     for role, (data, dtype) in channels.items():
         write_volume(images / f"{subject.case_id}_{CHANNELS[role]:04d}{FILE_ENDING}", data, field.affine, dtype)
-    return _Result(subject.case_id, subject.training, b0_dir, label_ids, tuple(notes))
+    return _Result(subject.case_id, subject.training, b0_dir, label_ids, reference is not None, tuple(notes))
+
+
+def convert_subject(job: _Job) -> _Result:
+    """Worker function of `convert_cohort`: one subject into imagesTr (+ labelsTr, qsmTr) or imagesTs.
+
+    Raises:
+        ValueError: any validation failure, naming subject and file.
+    """
+    images = job.output / ("imagesTr" if job.subject.training else "imagesTs")
+    return _convert_subject(job.subject, job.options, job.labels, images, job.output)
+
+
+def discover_inference_subjects(folder: str | os.PathLike, file_names: FileNames = FileNames()) -> list[Subject]:
+    """Subject folders to predict on: the checks of `discover_subjects`, label maps ignored.
+
+    Raises:
+        FileNotFoundError / ValueError: as `discover_subjects`, except that no training subject is needed.
+    """
+    return [Subject(folder.name, folder, training=False) for folder in _subject_folders(Path(folder), file_names)]
+
+
+def convert_for_inference(subject: Subject, options: ConversionOptions, output: str | os.PathLike) -> None:
+    """Write a subject's four channel files into `output` exactly as `convert_cohort` writes them for
+    training, so a model sees the same inputs at prediction (warnings as `ConversionWarning`).
+
+    Raises:
+        ValueError: any validation failure, naming subject and file.
+    """
+    test_subject = Subject(subject.case_id, subject.folder, training=False)
+    result = _convert_subject(test_subject, options, None, Path(output), None)
+    for note in result.warnings:
+        warnings.warn(note, ConversionWarning, stacklevel=2)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -513,6 +566,9 @@ def mqsm_block(options: ConversionOptions, labels: LabelTable, results: Sequence
     }
     if labels.remapped:
         block["label_ids_original"] = dict(labels.original)
+    references = sorted(r.case_id for r in results if r.has_reference_qsm)
+    if references:
+        block["reference_qsm"] = {"folder": "qsmTr", "cases": references}
     return block
 
 
@@ -610,7 +666,7 @@ def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
     try:
         os.chmod(build, _default_folder_mode())  # mkdtemp makes it private; the dataset is ordinary data
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
-            (build / sub).mkdir()
+            (build / sub).mkdir()  # qsmTr only where a subject has a reference QSM
         jobs = [_Job(subject, options, labels, build) for subject in subjects]
         results = []
         with tqdm(total=len(jobs), desc=folder_name, unit="subject", disable=not progress) as bar, \

@@ -9,7 +9,8 @@ voxel size. Metric definitions: `mqsm_nnunet.metrics` and docs/metrics.md.
 
 Outputs in ``-o OUT``: ``qsm_metrics.csv`` and ``qsm_metrics.md`` (one row per case and a mean
 row), and with segmentations ``seg_metrics_per_region.csv`` (one row per case and region, then
-per-region means) and ``seg_metrics.md`` (per-region means and the mean over regions). All results
+per-region means and the mean over regions, with ``case = mean``) and ``seg_metrics.md`` (per-region
+means and the mean over regions). All results
 are computed before anything is written, and each file is written to a temporary name and renamed,
 so an error leaves no output behind.
 """
@@ -101,25 +102,30 @@ def collect_segmentations(directory: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def _read_pair(first: Path, second: Path, dtype: type | None = np.float32) -> tuple[Volume, Volume]:
-    """Read two files of one case and check they share shape and affine."""
-    a, b = read_volume(first, dtype=dtype), read_volume(second, dtype=dtype)
-    if a.data.shape != b.data.shape:
-        raise ValueError(f"{first} has shape {a.data.shape} but {second} has shape {b.data.shape}; resample one onto the other's grid")
-    if not np.allclose(a.affine, b.affine, rtol=0.0, atol=GEOMETRY_ATOL_MM):
+def _read_matching(path: Path, reference_path: Path, reference: Volume, dtype: type | None = np.float32) -> Volume:
+    """Read `path` and check it shares shape and affine with the already read `reference`."""
+    volume = read_volume(path, dtype=dtype)
+    if volume.data.shape != reference.data.shape:
         raise ValueError(
-            f"{first} and {second} have different affines (voxel grids in world space):\n"
-            f"{np.array2string(a.affine, precision=4)}\nvs\n{np.array2string(b.affine, precision=4)}\n"
+            f"{path} has shape {volume.data.shape} but {reference_path} has shape {reference.data.shape}; "
             "resample one onto the other's grid"
         )
-    return a, b
+    if not np.allclose(volume.affine, reference.affine, rtol=0.0, atol=GEOMETRY_ATOL_MM):
+        raise ValueError(
+            f"{path} and {reference_path} have different affines (voxel grids in world space):\n"
+            f"{np.array2string(volume.affine, precision=4)}\nvs\n{np.array2string(reference.affine, precision=4)}\n"
+            "resample one onto the other's grid"
+        )
+    return volume
 
 
 def _as_labels(volume: Volume, path: Path) -> np.ndarray:
     data = np.asarray(volume.data)
     if np.issubdtype(data.dtype, np.floating):
         if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
-            raise ValueError(f"{path}: not a label map (non-integer values); pass the segmentation, not a probability map")
+            raise ValueError(
+                f"{path}: not a label map (non-integer values); pass the segmentation, not a probability map"
+            )
     return data.astype(np.int64, copy=False)
 
 
@@ -174,11 +180,12 @@ def evaluate_qsm(
         pair_cases(dict(pred_files), dict(mask_files), ("predictions", "masks"))
     rows = []
     for case in cases:
-        pred, ref = _read_pair(Path(pred_files[case]), Path(ref_files[case]))
+        ref_path = Path(ref_files[case])
+        ref = read_volume(ref_path)
+        pred = _read_matching(Path(pred_files[case]), ref_path, ref)
         mask = None
         if mask_files is not None:
-            _, mask_volume = _read_pair(Path(ref_files[case]), Path(mask_files[case]))
-            mask = mask_volume.data
+            mask = _read_matching(Path(mask_files[case]), ref_path, ref).data
         try:
             values = qsm_metrics(pred.data, ref.data, mask, include_2019=True)
         except ValueError as error:
@@ -206,7 +213,8 @@ def evaluate_segmentation(
     found: set[int] = set()
     for case in cases:
         pred_path, ref_path = Path(pred_files[case]), Path(ref_files[case])
-        pred, ref = _read_pair(pred_path, ref_path, dtype=None)
+        ref = read_volume(ref_path, dtype=None)
+        pred = _read_matching(pred_path, ref_path, ref, dtype=None)
         pred_labels, ref_labels = _as_labels(pred, pred_path), _as_labels(ref, ref_path)
         if fixed is not None:
             ids = sorted(set(fixed.values()))
@@ -317,7 +325,9 @@ def _parser() -> argparse.ArgumentParser:
         "metrics (Dice, recall, precision, HD95, ASD) of predictions against references. See docs/metrics.md.",
     )
     parser.add_argument("--pred", required=True, type=Path, help="folder of predicted QSM maps <case>_qsm.nii.gz (ppm)")
-    parser.add_argument("--ref", required=True, type=Path, help="folder of reference maps <case>.nii.gz or <case>_chi.nii.gz (ppm)")
+    parser.add_argument(
+        "--ref", required=True, type=Path, help="folder of reference maps <case>.nii.gz or <case>_chi.nii.gz (ppm)"
+    )
     parser.add_argument("--mask", type=Path, help="folder of evaluation masks <case>.nii.gz or <case>_mask.nii.gz "
                         "(default: the reference's nonzero voxels)")
     parser.add_argument("--seg-pred", type=Path, help="folder of predicted label maps <case>.nii.gz (may be --pred)")
@@ -346,7 +356,9 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     }
     if args.seg_pred is not None:
         labels = load_labels(args.labels) if args.labels is not None else None
-        seg_rows = evaluate_segmentation(collect_segmentations(args.seg_pred), collect_segmentations(args.seg_ref), labels)
+        seg_rows = evaluate_segmentation(
+            collect_segmentations(args.seg_pred), collect_segmentations(args.seg_ref), labels
+        )
         summary = summarize_segmentation(seg_rows)
         means = [{"case": MEAN, **row} for row in summary]
         outputs["seg_metrics_per_region.csv"] = csv_text(seg_rows + means, SEG_CSV_KEYS)

@@ -86,6 +86,10 @@ def _relative_error_percent(x: np.ndarray, r: np.ndarray, what: str) -> float:
 # QSM metrics
 
 
+def _nrmse(x: np.ndarray, r: np.ndarray, m: np.ndarray) -> float:
+    return _relative_error_percent(x[m], r[m], "map")
+
+
 def nrmse(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Normalised RMSE in percent (2016 challenge): ``100 * ||pred - ref|| / ||ref||`` in the mask.
 
@@ -97,19 +101,21 @@ def nrmse(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> 
         ValueError: shapes differ, the mask is empty, non-finite values in the mask, or the
             reference is zero in the mask.
     """
-    x, r, m = _check_qsm_inputs(pred, ref, mask)
-    return _relative_error_percent(x[m], r[m], "map")
+    return _nrmse(*_check_qsm_inputs(pred, ref, mask))
+
+
+def _nrmse_demeaned(x: np.ndarray, r: np.ndarray, m: np.ndarray) -> float:
+    xm, rm = x[m], r[m]
+    return _relative_error_percent(xm - xm.mean(), rm - rm.mean(), "map (demeaned)")
 
 
 def nrmse_demeaned(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Demeaned NRMSE in percent (2019 challenge / QSM-CI style).
 
     Each map's mean inside the mask is subtracted first, so a constant offset (the unknown
-    susceptibility reference) is not counted as error. No detrending.
+    susceptibility reference) is not counted as error. No detrending. Errors as `nrmse`.
     """
-    x, r, m = _check_qsm_inputs(pred, ref, mask)
-    xm, rm = x[m], r[m]
-    return _relative_error_percent(xm - xm.mean(), rm - rm.mean(), "map (demeaned)")
+    return _nrmse_demeaned(*_check_qsm_inputs(pred, ref, mask))
 
 
 def log_kernel(size: int = HFEN_KERNEL_SIZE, sigma: float = HFEN_SIGMA) -> np.ndarray:
@@ -133,18 +139,21 @@ def log_kernel(size: int = HFEN_KERNEL_SIZE, sigma: float = HFEN_SIGMA) -> np.nd
     return kernel - kernel.mean()
 
 
+def _hfen(x: np.ndarray, r: np.ndarray, m: np.ndarray) -> float:
+    kernel = log_kernel()
+    log_x = signal.fftconvolve(x, kernel, mode="same")
+    log_r = signal.fftconvolve(r, kernel, mode="same")
+    return _relative_error_percent(log_x[m], log_r[m], "LoG-filtered map")
+
+
 def hfen(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
     """High-frequency error norm in percent (2016 challenge).
 
     Both masked maps (zero outside the mask) are convolved with `log_kernel` (15^3, sigma 1.5
     voxels; zero padding at the volume border, FFT convolution), then
-    ``100 * ||LoG(pred) - LoG(ref)|| / ||LoG(ref)||`` over the mask voxels.
+    ``100 * ||LoG(pred) - LoG(ref)|| / ||LoG(ref)||`` over the mask voxels. Errors as `nrmse`.
     """
-    x, r, m = _check_qsm_inputs(pred, ref, mask)
-    kernel = log_kernel()
-    log_x = signal.fftconvolve(x, kernel, mode="same")
-    log_r = signal.fftconvolve(r, kernel, mode="same")
-    return _relative_error_percent(log_x[m], log_r[m], "LoG-filtered map")
+    return _hfen(*_check_qsm_inputs(pred, ref, mask))
 
 
 def _mean_ssim(x: np.ndarray, y: np.ndarray, mask: np.ndarray, data_range: float, k: tuple[float, float]) -> float:
@@ -168,6 +177,13 @@ def _mean_ssim(x: np.ndarray, y: np.ndarray, mask: np.ndarray, data_range: float
     return float(ssim_map[mask].mean())
 
 
+def _ssim(x: np.ndarray, r: np.ndarray, m: np.ndarray) -> float:
+    lo = min(x.min(), r.min())
+    hi = max(x.max(), r.max())
+    scale = SSIM_2016_RANGE / (hi - lo) if hi > lo else 0.0
+    return _mean_ssim((x - lo) * scale, (r - lo) * scale, m, SSIM_2016_RANGE, SSIM_2016_K)
+
+
 def ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
     """3D SSIM as in the 2016 challenge: masked maps rescaled to [0, 255] before SSIM.
 
@@ -175,21 +191,30 @@ def ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> f
     map ``255 * (v - lo) / (hi - lo)`` where ``lo``/``hi`` are the minimum/maximum over *both*
     masked volumes (the zero background included). SSIM then uses ``L = 255``,
     ``K = (0.01, 0.03)``, a Gaussian window of sigma 1.5 voxels on a 7^3 support, and is averaged
-    over the mask voxels. 1 for identical maps.
+    over the mask voxels. 1 for identical maps. Errors as `nrmse` (a zero reference is allowed).
     """
-    x, r, m = _check_qsm_inputs(pred, ref, mask)
-    lo = min(x.min(), r.min())
-    hi = max(x.max(), r.max())
-    scale = SSIM_2016_RANGE / (hi - lo) if hi > lo else 0.0
-    return _mean_ssim((x - lo) * scale, (r - lo) * scale, m, SSIM_2016_RANGE, SSIM_2016_K)
+    return _ssim(*_check_qsm_inputs(pred, ref, mask))
+
+
+def _xsim(x: np.ndarray, r: np.ndarray, m: np.ndarray) -> float:
+    return _mean_ssim(x, r, m, XSIM_RANGE, XSIM_K)
 
 
 def xsim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
     """XSIM (2019 challenge / QSM-CI; Milovic et al. 2024): SSIM on the masked maps in native
     ppm, no rescaling, ``L = 1`` ppm, ``K = (0.01, 0.001)``, same window as `ssim`, mean over mask.
     """
-    x, r, m = _check_qsm_inputs(pred, ref, mask)
-    return _mean_ssim(x, r, m, XSIM_RANGE, XSIM_K)
+    return _xsim(*_check_qsm_inputs(pred, ref, mask))
+
+
+def _psnr(x: np.ndarray, r: np.ndarray, m: np.ndarray) -> float:
+    peak = float(r[m].max() - r[m].min())
+    if peak == 0.0:
+        raise ValueError("the reference is constant inside the mask; PSNR (peak = reference range) is undefined")
+    mse = float(np.mean((x[m] - r[m]) ** 2))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(peak * peak / mse)
 
 
 def psnr(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -202,14 +227,11 @@ def psnr(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> f
     Raises:
         ValueError: as `nrmse`, or the reference is constant inside the mask (no peak).
     """
-    x, r, m = _check_qsm_inputs(pred, ref, mask)
-    peak = float(r[m].max() - r[m].min())
-    if peak == 0.0:
-        raise ValueError("the reference is constant inside the mask; PSNR (peak = reference range) is undefined")
-    mse = float(np.mean((x[m] - r[m]) ** 2))
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(peak * peak / mse)
+    return _psnr(*_check_qsm_inputs(pred, ref, mask))
+
+
+_TABLE_1 = {"ssim": _ssim, "psnr": _psnr, "nrmse": _nrmse, "hfen": _hfen}
+_CHALLENGE_2019 = {"xsim": _xsim, "nrmse_demeaned": _nrmse_demeaned}
 
 
 def qsm_metrics(
@@ -217,19 +239,12 @@ def qsm_metrics(
 ) -> dict[str, float]:
     """All Table 1 metrics of one map: ``{"ssim", "psnr" (dB), "nrmse" (%), "hfen" (%)}``.
 
-    With ``include_2019`` also ``"xsim"`` and ``"nrmse_demeaned"`` (%). Definitions: module
-    docstring and docs/metrics.md.
+    With ``include_2019`` also ``"xsim"`` and ``"nrmse_demeaned"`` (%). Inputs are checked and
+    masked once. Definitions: module docstring and docs/metrics.md; errors as the single metrics.
     """
-    result = {
-        "ssim": ssim(pred, ref, mask),
-        "psnr": psnr(pred, ref, mask),
-        "nrmse": nrmse(pred, ref, mask),
-        "hfen": hfen(pred, ref, mask),
-    }
-    if include_2019:
-        result["xsim"] = xsim(pred, ref, mask)
-        result["nrmse_demeaned"] = nrmse_demeaned(pred, ref, mask)
-    return result
+    prepared = _check_qsm_inputs(pred, ref, mask)
+    chosen = {**_TABLE_1, **_CHALLENGE_2019} if include_2019 else _TABLE_1
+    return {name: function(*prepared) for name, function in chosen.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,7 +333,9 @@ def distance_metrics(pred: np.ndarray, ref: np.ndarray, voxel_size: Sequence[flo
     }
 
 
-def _union_box(first: tuple[slice, ...] | None, second: tuple[slice, ...] | None, shape: tuple[int, ...]) -> tuple[slice, ...]:
+def _union_box(
+    first: tuple[slice, ...] | None, second: tuple[slice, ...] | None, shape: tuple[int, ...]
+) -> tuple[slice, ...]:
     """Bounding box covering both boxes, grown by one voxel (clipped to the array) so that
     erosion inside the crop sees the same background as in the full array."""
     boxes = [b for b in (first, second) if b is not None]

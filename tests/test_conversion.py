@@ -123,9 +123,12 @@ def test_layout_dataset_json_and_channels(cohort, raw, convert):
     status, _, _ = convert(cohort)
     assert status == 0
     folder = raw / DATASET
-    assert sorted(p.name for p in folder.iterdir()) == ["dataset.json", "imagesTr", "imagesTs", "labelsTr"]
+    assert sorted(p.name for p in folder.iterdir()) == ["dataset.json", "imagesTr", "imagesTs", "labelsTr", "qsmTr"]
     assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == [f"sub-003_000{c}.nii.gz" for c in range(4)]
     assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == ["sub-001.nii.gz", "sub-002.nii.gz"]
+    assert sorted(p.name for p in (folder / "qsmTr").iterdir()) == ["sub-001.nii.gz", "sub-002.nii.gz"]
+    np.testing.assert_array_equal(read_like_nnunet(folder / "qsmTr" / "sub-001.nii.gz"),
+                                  read_volume(cohort / "sub-001" / "chi.nii.gz").data)
     assert len(list((folder / "imagesTr").iterdir())) == 8
     assert sorted(p.name for p in raw.iterdir()) == [DATASET]  # no partial folder left
 
@@ -141,6 +144,8 @@ def test_layout_dataset_json_and_channels(cohort, raw, convert):
     assert block["qsm_minus_thresholds"] == [0.1, 0.2]
     assert block["b0_direction_source"] == "affine"
     assert sorted(block["b0_direction"]) == ["sub-001", "sub-002", "sub-003"]
+    assert block["reference_qsm"] == {"folder": "qsmTr", "cases": ["sub-001", "sub-002"]}
+    assert "label_ids_original" not in block  # the phantom's ids are consecutive
 
     for case, split in (("sub-001", "imagesTr"), ("sub-003", "imagesTs")):
         field = read_volume(cohort / case / "field.nii.gz")
@@ -273,6 +278,21 @@ def test_test_subjects_go_to_imagesTs(cohort, raw, convert):
     assert dataset_json(raw)["numTraining"] == 1
 
 
+def test_inference_conversion_writes_the_same_channels(cohort, raw, convert, tmp_path):
+    status, _, _ = convert(cohort, "--test-subjects", "sub-002")
+    assert status == 0
+    for path in cohort.glob("*/labels.nii.gz"):
+        path.unlink()  # prediction needs no labels
+    subjects = conversion.discover_inference_subjects(cohort)
+    assert [(s.case_id, s.training) for s in subjects] == [("sub-001", False), ("sub-002", False), ("sub-003", False)]
+    staged = tmp_path / "staged"
+    conversion.convert_for_inference(subjects[1], conversion.ConversionOptions(), staged)
+    assert sorted(p.name for p in staged.iterdir()) == [f"sub-002_000{c}.nii.gz" for c in range(4)]
+    for c in range(4):
+        np.testing.assert_array_equal(read_like_nnunet(staged / f"sub-002_000{c}.nii.gz"),
+                                      channel(raw, "sub-002", c, "imagesTs"))
+
+
 def test_parallel_conversion_matches_serial(cohort, raw, convert, tmp_path):
     assert convert(cohort)[0] == 0
     serial = tmp_path / "serial"
@@ -377,6 +397,8 @@ BAD_INPUTS = {
     "mask not 0/1": (_mask_times(255), [], ("sub-002", "mask.nii.gz", "0 and 1")),
     "unsafe case id": (_unsafe_case_id, [], ("'sub 002'", "rename")),
     "T1 not co-registered": (_t1_elsewhere, [], ("sub-002", "t1.nii.gz", "not co-registered?")),
+    "reference QSM off grid": (lambda cohort: rewrite(cohort / "sub-002" / "chi.nii.gz", affine=np.diag([2, 2, 2, 1])),
+                               [], ("sub-002", "chi.nii.gz", "reference QSM", "spacing")),
     "corrupt T1": (lambda cohort: (cohort / "sub-002" / "t1.nii.gz").write_bytes(b"not a NIfTI"), [],
                    ("sub-002", "t1.nii.gz", "cannot read")),
 }

@@ -266,7 +266,9 @@ def test_distances_match_a_brute_force_computation():
 
 
 @pytest.mark.parametrize(
-    "voxel_size", [(0.0, 1.0, 1.0), (-1.0, 1.0, 1.0), (1.0, 1.0), (1.0, math.nan, 1.0)], ids=["zero", "negative", "two", "nan"]
+    "voxel_size",
+    [(0.0, 1.0, 1.0), (-1.0, 1.0, 1.0), (1.0, 1.0), (1.0, math.nan, 1.0)],
+    ids=["zero", "negative", "two", "nan"],
 )
 def test_non_positive_voxel_size_is_an_error(voxel_size):
     pred, ref = _cubes()

@@ -193,6 +193,9 @@ def test_qsm_depends_only_on_qsm_minus_channel():
         seg_y, qsm_y = net(y)
     torch.testing.assert_close(qsm_x, qsm_y)
     assert not torch.allclose(seg_x[0], seg_y[0])
+    with torch.no_grad():
+        torch.testing.assert_close(net.reconstruct(x), qsm_x)
+        assert net.reconstruct(x[..., :-3]).shape == (1, 1, 24, 40, 53)  # no stride constraint
 
 
 def _seg_loss(seg_outputs, target):
@@ -211,6 +214,8 @@ def _recon_loss(qsm, x):
 def test_segmentation_loss_does_not_train_the_reconstruction_net():
     torch.manual_seed(0)
     net = tiny_net()
+    with torch.no_grad():  # at its initial 0 the residual gate passes no gradient to the output conv
+        net.recon.residual_scale.fill_(0.5)
     net.return_qsm = True
     x = torch.randn(2, 4, 24, 40, 56)
     target = torch.randint(0, 3, (2, 24, 40, 56))
@@ -314,3 +319,11 @@ def test_unknown_keyword_is_rejected_and_inputs_are_checked():
         net(torch.zeros(1, 3, 24, 40, 56))
     with pytest.raises(ValueError, match="divisible"):
         net(torch.zeros(1, 4, 24, 40, 54))
+
+
+def test_untrained_reconstruction_returns_qsm_minus():
+    """The residual gate starts at 0: before training the QSM output is exactly the QSM- input."""
+    net = tiny_net()
+    net.eval()
+    x = torch.randn(1, 4, 24, 40, 56)
+    assert torch.equal(net.reconstruct(x), x[:, 2:3])

@@ -228,7 +228,10 @@ class MQSMNet(nn.Module):
         return (seg, qsm) if self.return_qsm else seg
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """QSM (B, 1, *S) from the QSM- channel of x alone: the reconstruction net without the U-Net."""
+        """QSM (B, 1, X, Y, Z) in ppm from the full input (only its QSM- channel is read), without the
+        segmentation branch; any spatial size (the reconstruction net never downsamples)."""
+        if x.ndim != 5 or x.shape[1] != self.input_channels:
+            raise ValueError(f"expected input (B, {self.input_channels}, X, Y, Z), got {tuple(x.shape)}")
         return self.recon(x[:, self.qsm_minus_channel:self.qsm_minus_channel + 1])[0]
 
     def reconstruction_parameters(self) -> list[nn.Parameter]:

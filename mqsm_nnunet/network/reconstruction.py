@@ -37,8 +37,13 @@ class ReconstructionNet(nn.Module):
 
     Layout (paper Fig. 1): conv 1->skip_channels, conv skip_channels->width, ``n_blocks`` residual blocks
     of ``width`` channels, conv width->skip_channels (the "recon skip" feature the segmentation net's
-    QSM stream starts from), conv skip_channels->1 (the QSM). The paper's sizes are the defaults; width
-    and depth are parameters because this full-resolution net dominates the training cost.
+    QSM stream starts from), conv skip_channels->1. The paper's sizes are the defaults; width and depth
+    are parameters because this full-resolution net dominates the training cost.
+
+    Output: QSM = QSM- + residual_scale * conv(skip), with the learnable scalar ``residual_scale``
+    starting at 0. The paper's net emits the QSM directly; this residual form spans the same maps but
+    an untrained (or briefly trained) net returns QSM- instead of He-initialized noise of order 1 ppm,
+    some 20x the tissue contrast, which short CPU trainings never unlearn.
 
     Args:
         width: channels of the residual trunk (paper: 64).
@@ -66,12 +71,13 @@ class ReconstructionNet(nn.Module):
         self.blocks = nn.Sequential(*[ResidualBlock(width, dropout) for _ in range(n_blocks)])
         self.skip_conv = _conv3(width, skip_channels)
         self.out_conv = _conv3(skip_channels, 1)
+        self.residual_scale = nn.Parameter(torch.zeros(()))
 
     def forward(self, qsm_minus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if qsm_minus.ndim != 5 or qsm_minus.shape[1] != 1:
             raise ValueError(f"qsm_minus must have shape (B, 1, X, Y, Z), got {tuple(qsm_minus.shape)}")
         skip = self.skip_conv(self.blocks(self.in_conv(qsm_minus)))
-        return self.out_conv(skip), skip
+        return qsm_minus + self.residual_scale * self.out_conv(skip), skip
 
     def compute_conv_feature_map_size(self, input_size: tuple[int, ...]) -> int:
         """Voxels of all conv outputs for one sample, the quantity PlainConvUNet reports to the planner."""

@@ -50,8 +50,11 @@ MQSM_ARCH_KEYS = ("t1_channels", "qsm_minus_channel", "recon_width", "recon_bloc
 
 
 def build_mqsm_network(configuration_manager: ConfigurationManager, num_input_channels: int,
-                       num_output_channels: int, deep_supervision: bool, overrides: dict) -> MQSMNet:
+                       num_output_channels: int, deep_supervision: bool, overrides: dict,
+                       max_features: int | None = None) -> MQSMNet:
     """MQSMNet from a configuration's arch kwargs (ours or stock PlainConvUNet / ResEnc ones).
+
+    `overrides` replace arch kwargs; `max_features` caps the U-Net width of every stage (CPU variants).
 
     Raises:
         RuntimeError: the configuration is 2D (the dipole model is 3D).
@@ -68,6 +71,8 @@ def build_mqsm_network(configuration_manager: ConfigurationManager, num_input_ch
         if isinstance(kwargs.get(key), str):
             kwargs[key] = pydoc.locate(kwargs[key])
     kwargs.update(overrides)
+    if max_features is not None:
+        kwargs["features_per_stage"] = [min(int(f), max_features) for f in kwargs["features_per_stage"]]
     network = MQSMNet(input_channels=num_input_channels, num_classes=num_output_channels,
                       deep_supervision=deep_supervision, **kwargs)
     network.apply(MQSMNet.initialize)
@@ -79,6 +84,8 @@ class mQSMTrainer(nnUNetTrainer):
 
     #: MQSMNet keyword arguments that this trainer variant fixes over the plans.
     network_overrides: ClassVar[dict] = {}
+    #: Cap on the U-Net width per stage (None: as planned).
+    max_unet_features: ClassVar[int | None] = None
     #: Epochs [0, segmentation_start_epoch) train the reconstruction only (reference code: 10).
     segmentation_start_epoch: ClassVar[int] = 10
     #: From this epoch on the reconstruction net is frozen (reference code: 150).
@@ -103,7 +110,7 @@ class mQSMTrainer(nnUNetTrainer):
                                    enable_deep_supervision: bool = True) -> nn.Module:
         """Called by training and by nnU-Net's predictor alike (so stock prediction gets MQSMNet)."""
         return build_mqsm_network(configuration_manager, num_input_channels, num_output_channels,
-                                  enable_deep_supervision, cls.network_overrides)
+                                  enable_deep_supervision, cls.network_overrides, cls.max_unet_features)
 
     @property
     def mqsm_network(self) -> MQSMNet:

@@ -16,9 +16,11 @@ from mqsm_nnunet.training.trainer import mQSMTrainer
 
 
 class mQSMTrainer_tiny(mQSMTrainer):
-    """CPU-sized: 3 epochs x 4 iterations, recon net 16 wide x 2 blocks, segmentation from epoch 1."""
+    """CPU-sized: 3 epochs x 4 iterations, U-Net at most 32 wide, recon net 16 wide x 2 blocks,
+    segmentation from epoch 1. MQSM_TINY_EPOCHS / MQSM_TINY_ITERATIONS change the length."""
 
     network_overrides = {"recon_width": 16, "recon_blocks": 2, "recon_skip_channels": 8}
+    max_unet_features = 32
     segmentation_start_epoch = 1
     reconstruction_freeze_epoch = 1000
 

@@ -1,0 +1,187 @@
+"""`mqsm_evaluate` on hand-made folders: its rows equal the metrics called directly; bad inputs fail
+cleanly and leave no output."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mqsm_nnunet import evaluation, metrics
+from mqsm_nnunet.nifti import read_volume, write_volume
+
+SHAPE = (14, 12, 10)
+AFFINE = np.array([[1.0, 0, 0, -7], [0, 1.5, 0, -9], [0, 0, 2.0, -10], [0, 0, 0, 1]])
+VOXEL_SIZE = (1.0, 1.5, 2.0)
+CASES = ("sub-001", "sub-002")
+LABELS = {"background": 0, "caudate_L": 1, "putamen_L": 4}
+
+
+@pytest.fixture()
+def cohort(tmp_path):
+    """pred/ (<case>_qsm + <case> segmentation, as mqsm_predict writes), ref/ (<case>_chi),
+    mask/ (<case>_mask), seg_ref/ (<case>) and labels.json."""
+    rng = np.random.default_rng(7)
+    folders = {name: tmp_path / name for name in ("pred", "ref", "mask", "seg_ref")}
+    for case in CASES:
+        mask = np.zeros(SHAPE, dtype=np.uint8)
+        mask[2:12, 2:10, 1:9] = 1
+        chi = (0.05 * rng.standard_normal(SHAPE) + 0.02).astype(np.float32) * mask
+        qsm = (chi + 0.01 * rng.standard_normal(SHAPE)).astype(np.float32)
+        seg_ref = np.zeros(SHAPE, dtype=np.uint8)
+        seg_ref[3:7, 3:8, 2:6] = 1
+        seg_ref[8:11, 3:8, 2:7] = 4
+        seg_pred = np.roll(seg_ref, 1, axis=int(rng.integers(3)))
+        write_volume(folders["pred"] / f"{case}_qsm.nii.gz", qsm, AFFINE)
+        write_volume(folders["pred"] / f"{case}.nii.gz", seg_pred, AFFINE)
+        write_volume(folders["ref"] / f"{case}_chi.nii.gz", chi, AFFINE)
+        write_volume(folders["mask"] / f"{case}_mask.nii.gz", mask, AFFINE)
+        write_volume(folders["seg_ref"] / f"{case}.nii.gz", seg_ref, AFFINE)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(LABELS))
+    return tmp_path, folders, labels
+
+
+def _read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _argv(folders, out, mask=True, seg=True, labels=None):
+    argv = ["--pred", str(folders["pred"]), "--ref", str(folders["ref"]), "-o", str(out)]
+    if mask:
+        argv += ["--mask", str(folders["mask"])]
+    if seg:
+        argv += ["--seg-pred", str(folders["pred"]), "--seg-ref", str(folders["seg_ref"])]
+    if labels is not None:
+        argv += ["--labels", str(labels)]
+    return argv
+
+
+def test_cli_rows_equal_the_metrics(cohort, capsys):
+    root, folders, labels = cohort
+    out = root / "out"
+    assert evaluation.main(_argv(folders, out, labels=labels)) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "qsm_metrics.csv", "qsm_metrics.md", "seg_metrics.md", "seg_metrics_per_region.csv",
+    ]
+
+    rows = _read_csv(out / "qsm_metrics.csv")
+    assert [row["case"] for row in rows] == [*CASES, "mean"]
+    expected = {}
+    for case in CASES:
+        pred = read_volume(folders["pred"] / f"{case}_qsm.nii.gz").data
+        ref = read_volume(folders["ref"] / f"{case}_chi.nii.gz").data
+        mask = read_volume(folders["mask"] / f"{case}_mask.nii.gz").data
+        expected[case] = metrics.qsm_metrics(pred, ref, mask, include_2019=True)
+    for row in rows[:-1]:
+        direct = expected[row["case"]]
+        assert {key: float(row[key]) for key in direct} == pytest.approx(direct, rel=1e-12)
+    for key in evaluation.QSM_METRICS:
+        assert float(rows[-1][key]) == pytest.approx(np.mean([expected[c][key] for c in CASES]), rel=1e-12)
+    table = (out / "qsm_metrics.md").read_text()
+    assert "| case | SSIM | PSNR (dB) | NRMSE (%) | HFEN (%) |" in table
+    assert "| mean |" in table
+
+    seg_rows = _read_csv(out / "seg_metrics_per_region.csv")
+    for case in CASES:
+        pred = read_volume(folders["pred"] / f"{case}.nii.gz", dtype=None).data
+        ref = read_volume(folders["seg_ref"] / f"{case}.nii.gz", dtype=None).data
+        direct = metrics.segmentation_metrics(pred, ref, [1, 4], VOXEL_SIZE)
+        mine = {int(r["label"]): r for r in seg_rows if r["case"] == case}
+        assert sorted(mine) == [1, 4] and mine[4]["region"] == "putamen_L"
+        for label in (1, 4):
+            assert {k: float(mine[label][k]) for k in direct[label]} == pytest.approx(direct[label], rel=1e-12)
+    means = {r["region"]: r for r in seg_rows if r["case"] == "mean"}
+    assert set(means) == {"caudate_L", "putamen_L", "mean"}
+    dice = [float(r["dice"]) for r in seg_rows if r["case"] != "mean"]
+    assert float(means["mean"]["dice"]) == pytest.approx(np.mean(dice), rel=1e-12)  # same case count per region
+    summary = (out / "seg_metrics.md").read_text()
+    assert "| region | label | cases | Dice | recall | precision | HD95 (mm) | ASD (mm) |" in summary
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_without_mask_the_reference_nonzero_voxels_are_used(cohort):
+    root, folders, _ = cohort
+    out = root / "out"
+    evaluation.main(_argv(folders, out, mask=False, seg=False))
+    assert sorted(p.name for p in out.iterdir()) == ["qsm_metrics.csv", "qsm_metrics.md"]
+    row = _read_csv(out / "qsm_metrics.csv")[0]
+    pred = read_volume(folders["pred"] / f"{row['case']}_qsm.nii.gz").data
+    ref = read_volume(folders["ref"] / f"{row['case']}_chi.nii.gz").data
+    assert float(row["nrmse"]) == pytest.approx(metrics.nrmse(pred, ref, ref != 0), rel=1e-12)
+    assert "nonzero voxels" in (out / "qsm_metrics.md").read_text()
+
+
+def test_mismatched_case_lists_fail_without_output(cohort, capsys):
+    root, folders, _ = cohort
+    (folders["ref"] / "sub-002_chi.nii.gz").unlink()
+    out = root / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        evaluation.main(_argv(folders, out))
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "sub-002" in message and "case lists differ" in message
+    assert not out.exists()
+
+
+def test_mismatched_geometry_fails_without_output(cohort, capsys):
+    root, folders, _ = cohort
+    moved = AFFINE.copy()
+    moved[0, 3] += 5.0
+    mask_file = folders["mask"] / "sub-002_mask.nii.gz"
+    write_volume(mask_file, read_volume(mask_file).data, moved)
+    out = root / "out"
+    with pytest.raises(SystemExit):
+        evaluation.main(_argv(folders, out))
+    message = capsys.readouterr().err
+    assert "sub-002_chi.nii.gz" in message and "sub-002_mask.nii.gz" in message and "affine" in message
+    assert not out.exists()
+
+
+def test_mismatched_shape_in_segmentations_fails_without_output(cohort, capsys):
+    root, folders, _ = cohort
+    write_volume(folders["seg_ref"] / "sub-001.nii.gz", np.zeros((14, 12, 9), dtype=np.uint8), AFFINE)
+    out = root / "out"
+    with pytest.raises(SystemExit):
+        evaluation.main(_argv(folders, out))
+    assert "shape" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_segmentation_without_labels_names_every_found_id(cohort):
+    _, folders, _ = cohort
+    rows = evaluation.evaluate_segmentation(
+        evaluation.collect_segmentations(folders["pred"]), evaluation.collect_segmentations(folders["seg_ref"])
+    )
+    assert [(r["case"], r["label"], r["region"]) for r in rows] == [
+        (case, label, f"label_{label}") for case in CASES for label in (1, 4)
+    ]
+
+
+def test_collect_segmentations_skips_qsm_maps(cohort):
+    _, folders, _ = cohort
+    found = evaluation.collect_segmentations(folders["pred"])
+    assert {case: path.name for case, path in found.items()} == {case: f"{case}.nii.gz" for case in CASES}
+
+
+def test_load_labels_reads_dataset_json_and_rejects_regions(tmp_path):
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(json.dumps({"channel_names": {"0": "T1"}, "labels": LABELS}))
+    assert evaluation.load_labels(dataset) == {"caudate_L": 1, "putamen_L": 4}
+    regions = tmp_path / "regions.json"
+    regions.write_text(json.dumps({"background": 0, "whole": [1, 2]}))
+    with pytest.raises(ValueError, match="whole"):
+        evaluation.load_labels(regions)
+    with pytest.raises(FileNotFoundError):
+        evaluation.load_labels(tmp_path / "missing.json")
+
+
+def test_markdown_table_formats_nan_and_inf():
+    rows = [{"case": "a", "x": math.nan, "y": math.inf}, {"case": "b", "x": 0.123456, "y": 2.0}]
+    table = evaluation.markdown_table(rows, [("case", "case", ""), ("x", "X", ".3f"), ("y", "Y (dB)", ".1f")])
+    assert table.splitlines() == [
+        "| case | X | Y (dB) |", "| --- | --- | --- |", "| a | n/a | inf |", "| b | 0.123 | 2.0 |"
+    ]

@@ -1,0 +1,327 @@
+"""End to end through the real CLIs: phantom -> mqsm_convert -> mqsm_plan_and_preprocess ->
+`nnUNetv2_train ... -tr mQSMTrainer_tiny` (stock nnU-Net entry point) -> validation, `--c`, `--val`,
+mqsm_predict (nnU-Net folders and in-house subject folders) and stock nnUNetv2_predict.
+
+One module-scoped fixture trains once (a 32 x 32 x 24 phantom at 6 mm, 6 subjects, the last one
+without labels so it lands in imagesTs); a second one caches the mqsm_predict output on imagesTs.
+The `--c` / `--val` test works on a copy of the results folder so the other tests see the model
+the fixture trained, whatever the test order.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+DATASET_ID = 501
+DATASET = "Dataset501_Phantom"
+TRAINER, PLANS, CONFIG = "mQSMTrainer_tiny", "mQSMPlans", "3d_fullres"
+EPOCHS = 2                      # tiny trainer: epoch 0 reconstruction only, epoch 1 both tasks
+N_SUBJECTS = 6                  # 5 labelled (nnU-Net's 5-fold split needs 5) + 1 unlabelled
+TEST_CASE = f"sub-{N_SUBJECTS:03d}"
+MODEL_ARGS = ["-d", str(DATASET_ID), "-c", CONFIG, "-tr", TRAINER, "-p", PLANS]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    root: Path
+    cohort: Path
+    raw: Path            # $nnUNet_raw/Dataset501_Phantom
+    preprocessed: Path   # $nnUNet_preprocessed/Dataset501_Phantom
+    results: Path        # $nnUNet_results
+    env: dict
+    train_output: str    # stdout + stderr of nnUNetv2_train
+
+    @property
+    def model_folder(self) -> Path:
+        return self.results / DATASET / f"{TRAINER}__{PLANS}__{CONFIG}"
+
+    @property
+    def fold0(self) -> Path:
+        return self.model_folder / "fold_0"
+
+    def env_with(self, **changes: str) -> dict:
+        return {**self.env, **changes}
+
+
+def run_cli(args: list[str], env: dict, timeout: int = 600) -> str:
+    """Run a console script of the venv; return its stdout + stderr, fail with its tail."""
+    result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True,
+                            timeout=timeout, cwd=env["nnUNet_results"])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(args)} exited with {result.returncode}:\n{output[-6000:]}"
+    return output
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Pipeline:
+    root = tmp_path_factory.mktemp("mqsm_pipeline")
+    folders = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for folder in folders.values():
+        folder.mkdir()
+    env = {**os.environ, **{k: str(v) for k, v in folders.items()},
+           "nnUNet_extTrainer": str(REPO / "trainers"),
+           "nnUNet_n_proc_DA": "1",      # data augmentation workers
+           "nnUNet_def_n_proc": "1",     # validation export / metric pools (default 8 spawned workers)
+           "MQSM_TINY_EPOCHS": str(EPOCHS), "MQSM_TINY_ITERATIONS": "2"}
+    env.pop("nnUNet_compile", None)
+    cohort = root / "cohort"
+    run_cli(["mqsm_phantom", "-o", str(cohort), "-n", str(N_SUBJECTS), "--shape", "32", "32", "24",
+             "--voxel-size", "6", "6", "6", "--quiet"], env)
+    (cohort / TEST_CASE / "labels.nii.gz").unlink()
+    run_cli(["mqsm_convert", "-i", str(cohort), "-d", str(DATASET_ID), "-n", "Phantom", "-np", "1"], env)
+    run_cli(["mqsm_plan_and_preprocess", "-d", str(DATASET_ID), "-np", "1", "--no_pbar"], env)
+    output = run_cli(["nnUNetv2_train", str(DATASET_ID), CONFIG, "0", "-tr", TRAINER, "-p", PLANS,
+                      "-device", "cpu"], env)
+    return Pipeline(root, cohort, folders["nnUNet_raw"] / DATASET, folders["nnUNet_preprocessed"] / DATASET,
+                    folders["nnUNet_results"], env, output)
+
+
+@pytest.fixture
+def nnunet_env(pipeline, monkeypatch):
+    """The pipeline's nnU-Net variables in this process (nnunetv2.paths reads them on every use)."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc"):
+        monkeypatch.setenv(name, pipeline.env[name])
+    return pipeline
+
+
+def mqsm_predict(*args: str) -> int:
+    from mqsm_nnunet.inference.cli import main
+
+    return main([*args, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar",
+                 *MODEL_ARGS])
+
+
+@pytest.fixture(scope="module")
+def prediction(pipeline) -> Path:
+    """mqsm_predict on the converted imagesTs (the unlabelled subject)."""
+    out = pipeline.root / "pred_mqsm"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc"):
+            patch.setenv(name, pipeline.env[name])
+        assert mqsm_predict("-i", str(pipeline.raw / "imagesTs"), "-o", str(out)) == 0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+def geometry(path: Path) -> tuple:
+    image = sitk.ReadImage(str(path))
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+
+
+def array(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def assert_qsm_map(qsm_file: Path, mask_file: Path) -> np.ndarray:
+    """A float32 map, finite, exactly 0 outside the brain mask, not all 0 inside it."""
+    image = sitk.ReadImage(str(qsm_file))
+    assert image.GetPixelID() == sitk.sitkFloat32, image.GetPixelIDTypeAsString()
+    qsm, mask = sitk.GetArrayFromImage(image), array(mask_file) > 0.5
+    assert np.isfinite(qsm).all()
+    assert mask.any() and (~mask).any()
+    assert np.count_nonzero(qsm[~mask]) == 0
+    assert np.count_nonzero(qsm[mask]) > 0.9 * mask.sum()
+    return qsm
+
+
+def assert_segmentation(seg_file: Path, n_labels: int) -> np.ndarray:
+    seg = array(seg_file)
+    assert np.issubdtype(seg.dtype, np.integer)
+    assert seg.min() >= 0 and seg.max() < n_labels
+    return seg
+
+
+def n_labels(pipeline: Pipeline) -> int:
+    return len(json.loads((pipeline.raw / "dataset.json").read_text())["labels"])
+
+
+def validation_cases(pipeline: Pipeline) -> list[str]:
+    splits = json.loads((pipeline.preprocessed / "splits_final.json").read_text())
+    return splits[0]["val"]
+
+
+def load_checkpoint(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def no_files(folder: Path) -> bool:
+    return not folder.exists() or not any(p.is_file() for p in folder.rglob("*"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. training
+# ----------------------------------------------------------------------------------------------------
+def test_training_runs_to_the_end(pipeline):
+    checkpoint = load_checkpoint(pipeline.fold0 / "checkpoint_final.pth")
+    assert checkpoint["trainer_name"] == TRAINER
+    assert checkpoint["current_epoch"] == EPOCHS
+    keys = list(checkpoint["network_weights"])
+    assert any(k.startswith("recon.") for k in keys), keys[:10]
+    assert any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys)
+    log = checkpoint["logging"]
+    assert len(log["train_loss_rec"]) == EPOCHS and np.isfinite(log["train_loss_rec"]).all()
+    assert len(log["val_loss_rec"]) == EPOCHS
+    for name in ("progress.png", "progress_mqsm.png"):
+        assert (pipeline.fold0 / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not (pipeline.fold0 / "checkpoint_latest.pth").exists()  # nnU-Net removes it after the last epoch
+    logs = sorted(pipeline.fold0.glob("training_log_*.txt"))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    assert "L_rec" in text and f"Epoch {EPOCHS - 1}" in text and "Training done." in text
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. final validation
+# ----------------------------------------------------------------------------------------------------
+def test_validation_writes_segmentation_and_qsm_in_native_geometry(pipeline):
+    validation = pipeline.fold0 / "validation"
+    cases = validation_cases(pipeline)
+    assert cases
+    for case in cases:
+        reference = geometry(pipeline.raw / "imagesTr" / f"{case}_0000.nii.gz")
+        assert geometry(validation / f"{case}.nii.gz") == reference
+        assert geometry(validation / f"{case}_qsm.nii.gz") == reference
+        assert_segmentation(validation / f"{case}.nii.gz", n_labels(pipeline))
+        assert_qsm_map(validation / f"{case}_qsm.nii.gz", pipeline.raw / "imagesTr" / f"{case}_0003.nii.gz")
+    assert (validation / "summary.json").is_file()
+    summary = json.loads((validation / "qsm_summary.json").read_text())
+    assert sorted(summary["per_case"]) == sorted(cases)
+    assert all(np.isfinite(v) for v in summary["mean"].values())
+    assert not list(validation.glob(".*tmp*"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. --c and --val through nnUNetv2_train
+# ----------------------------------------------------------------------------------------------------
+def test_continue_and_validation_only(pipeline, tmp_path):
+    results = tmp_path / "nnUNet_results"
+    shutil.copytree(pipeline.results, results)
+    fold0 = results / pipeline.fold0.relative_to(pipeline.results)
+    train = ["nnUNetv2_train", str(DATASET_ID), CONFIG, "0", "-tr", TRAINER, "-p", PLANS, "-device", "cpu"]
+
+    env = pipeline.env_with(nnUNet_results=str(results), MQSM_TINY_EPOCHS=str(EPOCHS + 1))
+    output = run_cli([*train, "--c"], env)
+    assert f"Epoch {EPOCHS}" in output and "Epoch 0" not in output  # resumed, not restarted
+    assert "Training done." in output
+    checkpoint = load_checkpoint(fold0 / "checkpoint_final.pth")
+    assert checkpoint["current_epoch"] == EPOCHS + 1
+    assert len(checkpoint["logging"]["train_loss_rec"]) == EPOCHS + 1  # the mQSM log was restored and extended
+
+    validation = fold0 / "validation"
+    shutil.rmtree(validation)
+    final = hashlib.sha256((fold0 / "checkpoint_final.pth").read_bytes()).hexdigest()
+    output = run_cli([*train, "--val"], env)
+    assert "Epoch " not in output
+    assert hashlib.sha256((fold0 / "checkpoint_final.pth").read_bytes()).hexdigest() == final
+    for case in validation_cases(pipeline):
+        assert geometry(validation / f"{case}_qsm.nii.gz") == geometry(
+            pipeline.raw / "imagesTr" / f"{case}_0000.nii.gz")
+        assert (validation / f"{case}.nii.gz").is_file()
+    assert (validation / "summary.json").is_file() and (validation / "qsm_summary.json").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. mqsm_predict vs stock nnUNetv2_predict
+# ----------------------------------------------------------------------------------------------------
+def test_mqsm_predict_matches_stock_segmentation(pipeline, prediction):
+    images = pipeline.raw / "imagesTs"
+    assert sorted(p.name for p in prediction.glob("*.nii.gz")) == [f"{TEST_CASE}.nii.gz", f"{TEST_CASE}_qsm.nii.gz"]
+    assert not [p for p in prediction.iterdir() if p.name.startswith(".")]  # staging / tmp files removed
+    for channel in range(4):
+        reference = geometry(images / f"{TEST_CASE}_{channel:04d}.nii.gz")
+        assert geometry(prediction / f"{TEST_CASE}.nii.gz") == reference
+        assert geometry(prediction / f"{TEST_CASE}_qsm.nii.gz") == reference
+    ours = assert_segmentation(prediction / f"{TEST_CASE}.nii.gz", n_labels(pipeline))
+    assert_qsm_map(prediction / f"{TEST_CASE}_qsm.nii.gz", images / f"{TEST_CASE}_0003.nii.gz")
+
+    stock = pipeline.root / "pred_stock"
+    run_cli(["nnUNetv2_predict", "-i", str(images), "-o", str(stock), "-f", "0", "-device", "cpu",
+             "-npp", "0", "-nps", "0", "--disable_progress_bar", *MODEL_ARGS], pipeline.env)
+    assert not (stock / f"{TEST_CASE}_qsm.nii.gz").exists()
+    assert geometry(stock / f"{TEST_CASE}.nii.gz") == geometry(prediction / f"{TEST_CASE}.nii.gz")
+    assert np.array_equal(array(stock / f"{TEST_CASE}.nii.gz"), ours)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. in-house subject folders
+# ----------------------------------------------------------------------------------------------------
+def test_inhouse_subject_folders_give_the_same_outputs(nnunet_env, prediction, tmp_path):
+    pipeline = nnunet_env
+    subject = tmp_path / "cohort" / TEST_CASE
+    subject.mkdir(parents=True)
+    for name in ("t1.nii.gz", "field.nii.gz", "mask.nii.gz"):
+        shutil.copy(pipeline.cohort / TEST_CASE / name, subject / name)
+    out = tmp_path / "pred"
+    assert mqsm_predict("-i", str(subject.parent), "-o", str(out)) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".nii.gz")) == [
+        f"{TEST_CASE}.nii.gz", f"{TEST_CASE}_qsm.nii.gz"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # staging folder removed
+    for name in (f"{TEST_CASE}.nii.gz", f"{TEST_CASE}_qsm.nii.gz"):
+        assert geometry(out / name) == geometry(subject / "field.nii.gz")
+    assert np.array_equal(array(out / f"{TEST_CASE}.nii.gz"), array(prediction / f"{TEST_CASE}.nii.gz"))
+    np.testing.assert_allclose(array(out / f"{TEST_CASE}_qsm.nii.gz"), array(prediction / f"{TEST_CASE}_qsm.nii.gz"),
+                               rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. bad input
+# ----------------------------------------------------------------------------------------------------
+def test_missing_fold_checkpoint_is_named(nnunet_env, tmp_path, capsys):
+    from mqsm_nnunet.inference.cli import main
+
+    out = tmp_path / "pred"
+    status = main(["-i", str(nnunet_env.raw / "imagesTs"), "-o", str(out), "-f", "3", "-device", "cpu", *MODEL_ARGS])
+    assert status != 0
+    message = capsys.readouterr().err
+    assert "fold_3/checkpoint_final.pth" in message and "fold_0" in message  # what is missing, what exists
+    assert no_files(out)
+
+
+def test_missing_channel_file_is_named(nnunet_env, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for channel in range(3):
+        name = f"{TEST_CASE}_{channel:04d}.nii.gz"
+        shutil.copy(nnunet_env.raw / "imagesTs" / name, images / name)
+    out = tmp_path / "pred"
+    assert mqsm_predict("-i", str(images), "-o", str(out)) != 0
+    message = capsys.readouterr().err
+    assert f"{TEST_CASE}_0003.nii.gz" in message
+    assert no_files(out)
+    assert not list(out.rglob("*_qsm.nii.gz")) and not list(out.rglob("*tmp*"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 7. 2D configuration
+# ----------------------------------------------------------------------------------------------------
+def test_trainer_refuses_2d_configuration(nnunet_env, tmp_path, monkeypatch):
+    import torch
+
+    from mqsm_nnunet.training.trainer import mQSMTrainer
+
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))  # nnU-Net's constructor starts a log file there
+    plans = json.loads((nnunet_env.preprocessed / f"{PLANS}.json").read_text())
+    dataset_json = json.loads((nnunet_env.preprocessed / "dataset.json").read_text())
+    assert "2d" in plans["configurations"]
+    with pytest.raises(RuntimeError) as error:
+        mQSMTrainer(plans, "2d", 0, dataset_json, device=torch.device("cpu"))
+    message = str(error.value)
+    assert "'2d'" in message and "3D" in message and "3d_fullres" in message
