@@ -1,0 +1,34 @@
+"""The README's first command at its smallest size: the whole pipeline runs and writes its results."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mqsm_nnunet.demo import main
+
+
+@pytest.mark.slow
+def test_demo_smallest_size_writes_tables_figures_and_summary(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["-o", str(out), "--subjects", "6", "--test-subjects", "1", "--epochs", "1",
+                 "--iterations", "1", "--device", "cpu"]) == 0
+    results = out / "results"
+    summary = json.loads((results / "summary.json").read_text())
+    assert set(summary["qsm_metrics"]) == {"mQSM", "qsm_minus", "tkd", "tikhonov", "tv_admm"}
+    for metrics in summary["qsm_metrics"].values():
+        assert all(math.isfinite(metrics[k]) for k in ("ssim", "psnr", "nrmse", "hfen"))
+    assert 0.0 <= summary["segmentation_mean_dice"] <= 1.0
+    (case, files), = summary["cases"].items()
+    for key in ("predicted_qsm", "predicted_segmentation", "true_susceptibility", "true_labels", "field", "mask"):
+        assert Path(files[key]).is_file(), key
+    markdown = (results / "summary.md").read_text()
+    assert "| mQSM |" in markdown and "Ground truth" in markdown
+    for png in ("figures/qc_" + case + ".png", "figures/methods_" + case + ".png", "figures/mutual_attention.png"):
+        assert (results / png).stat().st_size > 10_000
+    assert (results / "iron" / "comparison.csv").is_file()
+
+
+def test_demo_refuses_too_few_training_subjects(capsys):
+    assert main(["--subjects", "5", "--test-subjects", "1"]) == 2
+    assert "at least 5 training subjects" in capsys.readouterr().err
