@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mqsm_nnunet.cases import case_id, collect_cases, pair_cases, strip_nifti_ending
+from mqsm_nnunet.cases import collect_cases, pair_cases, segmentation_files_in
 from mqsm_nnunet.metrics import SEGMENTATION_METRICS, qsm_metrics, segmentation_metrics
 from mqsm_nnunet.nifti import Volume, read_volume
 
@@ -60,7 +60,6 @@ SEG_TABLE: tuple[Column, ...] = (
 """Paper Table 3 layout, one row per region and a mean row."""
 
 SEG_CSV_KEYS = ("case", "label", "region", *SEGMENTATION_METRICS)
-SEGMENTATION_ROLES = ("", "_seg", "_labels")
 """File-name role suffixes accepted for label maps (``_qsm`` maps in the same folder are skipped)."""
 MEAN = "mean"
 GEOMETRY_ATOL_MM = 1e-4
@@ -68,38 +67,6 @@ GEOMETRY_ATOL_MM = 1e-4
 
 # ----------------------------------------------------------------------------------------------
 # files
-
-
-def collect_segmentations(directory: str | os.PathLike) -> dict[str, Path]:
-    """Case id -> label map for ``<case>.nii.gz`` / ``<case>_seg`` / ``<case>_labels`` files.
-
-    Other roles (``<case>_qsm.nii.gz`` written by the predictor next to its segmentations) are
-    skipped, so ``--seg-pred`` may be the same folder as ``--pred``.
-
-    Raises:
-        FileNotFoundError: no such folder.
-        ValueError: two label maps for one case, or none at all.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such folder")
-    found: dict[str, Path] = {}
-    for path in sorted(directory.iterdir()):
-        stem = strip_nifti_ending(path.name) if path.is_file() else None
-        if stem is None:
-            continue
-        cid = case_id(path.name)
-        if stem[len(cid):] not in SEGMENTATION_ROLES:
-            continue
-        if cid in found:
-            raise ValueError(
-                f"{directory}: both {found[cid].name} and {path.name} look like the label map of case '{cid}'; "
-                "keep one per case"
-            )
-        found[cid] = path
-    if not found:
-        raise ValueError(f"{directory}: no label maps (<case>.nii.gz or <case>_seg.nii.gz) found")
-    return found
 
 
 def _read_matching(path: Path, reference_path: Path, reference: Volume, dtype: type | None = np.float32) -> Volume:
@@ -357,7 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     if args.seg_pred is not None:
         labels = load_labels(args.labels) if args.labels is not None else None
         seg_rows = evaluate_segmentation(
-            collect_segmentations(args.seg_pred), collect_segmentations(args.seg_ref), labels
+            segmentation_files_in(args.seg_pred), segmentation_files_in(args.seg_ref), labels
         )
         summary = summarize_segmentation(seg_rows)
         means = [{"case": MEAN, **row} for row in summary]

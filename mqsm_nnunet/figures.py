@@ -28,6 +28,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from mqsm_nnunet.nifti import check_voxel_size
+
 __all__ = [
     "QSM_WINDOW_PPM",
     "RESIDUAL_WINDOW_PPM",
@@ -73,13 +75,6 @@ def _volume(array: np.ndarray, name: str, shape: tuple[int, ...] | None = None) 
     if shape is not None and volume.shape != shape:
         raise ValueError(f"{name} has shape {volume.shape} but the QSM has shape {shape}; pass arrays on one grid")
     return volume
-
-
-def _voxel_size(voxel_size: Sequence[float]) -> tuple[float, float, float]:
-    values = np.asarray(voxel_size, dtype=float).ravel()
-    if values.size != 3 or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise ValueError(f"voxel_size must be 3 positive numbers (mm, (i, j, k) order), got {voxel_size!r}")
-    return tuple(float(v) for v in values)
 
 
 def _plane(plane: str) -> str:
@@ -221,7 +216,7 @@ def qc_figure(
         reference = _volume(reference, "reference", shape)
     if mask is not None:
         mask = _volume(mask, "mask", shape)
-    voxel_size = _voxel_size(voxel_size)
+    voxel_size = check_voxel_size(voxel_size)
 
     gray, diverging = _cmap("gray"), _cmap("RdBu_r")
     map_norm = Normalize(*window)
@@ -374,7 +369,7 @@ def method_comparison_figure(
     volumes = {name: _volume(volume, f"maps[{name!r}]", shape) for name, volume in maps.items()}
     if mask is not None:
         mask = _volume(mask, "mask", shape)
-    voxel_size = _voxel_size(voxel_size)
+    voxel_size = check_voxel_size(voxel_size)
     plane = _plane(plane)
 
     width_mm, height_mm = _plane_size_mm(shape, voxel_size, plane)

@@ -38,7 +38,7 @@ from scipy import ndimage, stats
 
 from mqsm_nnunet.cases import collect_cases, pair_cases, qsm_files_in, segmentation_files_in
 from mqsm_nnunet.figures import iron_plot
-from mqsm_nnunet.nifti import Volume, read_volume
+from mqsm_nnunet.nifti import Volume, check_voxel_size, read_volume
 
 __all__ = [
     "PPB_PER_PPM",
@@ -259,13 +259,6 @@ def parse_reference(
 # ----------------------------------------------------------------------------------------------------
 # per-subject statistics
 # ----------------------------------------------------------------------------------------------------
-def _voxel_size(voxel_size: Sequence[float]) -> tuple[float, float, float]:
-    values = np.asarray(voxel_size, dtype=float).ravel()
-    if values.size != 3 or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise ValueError(f"voxel_size must be 3 positive numbers (mm, (i, j, k) order), got {voxel_size!r}")
-    return tuple(float(v) for v in values)
-
-
 def _check_erode_mm(erode_mm: float) -> float:
     if not math.isfinite(erode_mm) or erode_mm < 0:
         raise ValueError(f"erode_mm must be a finite number >= 0 (mm), got {erode_mm!r}")
@@ -291,7 +284,7 @@ def erode_brain_edge(brain_mask: np.ndarray, voxel_size: Sequence[float], erode_
     brain = np.asarray(brain_mask) != 0
     if erode_mm == 0:
         return brain
-    distance = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=_voxel_size(voxel_size))
+    distance = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=check_voxel_size(voxel_size))
     return brain & (distance[1:-1, 1:-1, 1:-1] > erode_mm)
 
 
@@ -339,7 +332,7 @@ def regional_statistics(
         raise ValueError(f"qsm_ppm and seg must be 3D arrays of one shape, got {qsm.shape} and {seg.shape}")
     if brain_mask is not None and np.shape(brain_mask) != qsm.shape:
         raise ValueError(f"brain_mask has shape {np.shape(brain_mask)}, the QSM {qsm.shape}")
-    voxel_size = _voxel_size(voxel_size)
+    voxel_size = check_voxel_size(voxel_size)
     regions = _region_ids(region_ids)
     reference = parse_reference(reference, regions)
 

@@ -28,6 +28,18 @@ class Volume:
         return voxel_size_from_affine(self.affine)
 
 
+def check_voxel_size(voxel_size) -> tuple[float, float, float]:
+    """3 positive finite voxel sizes (mm, (i, j, k) order) as floats.
+
+    Raises:
+        ValueError: anything else, showing the value.
+    """
+    values = np.asarray(voxel_size, dtype=float).ravel()
+    if values.size != 3 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(f"voxel_size must be 3 positive numbers (mm, (i, j, k) order), got {voxel_size!r}")
+    return tuple(float(v) for v in values)
+
+
 def voxel_size_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel edge lengths (mm, (i, j, k) order): the column norms of the affine's 3x3 part."""
     sizes = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)

@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 
+from mqsm_nnunet.cases import segmentation_files_in
+
 from mqsm_nnunet import evaluation, metrics
 from mqsm_nnunet.nifti import read_volume, write_volume
 
@@ -154,7 +156,7 @@ def test_mismatched_shape_in_segmentations_fails_without_output(cohort, capsys):
 def test_segmentation_without_labels_names_every_found_id(cohort):
     _, folders, _ = cohort
     rows = evaluation.evaluate_segmentation(
-        evaluation.collect_segmentations(folders["pred"]), evaluation.collect_segmentations(folders["seg_ref"])
+        segmentation_files_in(folders["pred"]), segmentation_files_in(folders["seg_ref"])
     )
     assert [(r["case"], r["label"], r["region"]) for r in rows] == [
         (case, label, f"label_{label}") for case in CASES for label in (1, 4)
@@ -163,7 +165,7 @@ def test_segmentation_without_labels_names_every_found_id(cohort):
 
 def test_collect_segmentations_skips_qsm_maps(cohort):
     _, folders, _ = cohort
-    found = evaluation.collect_segmentations(folders["pred"])
+    found = segmentation_files_in(folders["pred"])
     assert {case: path.name for case, path in found.items()} == {case: f"{case}.nii.gz" for case in CASES}
 
 

@@ -235,8 +235,15 @@ class mQSMTrainer(nnUNetTrainer):
 
     # ------------------------------------------------------------------------- final validation
     def perform_actual_validation(self, save_probabilities: bool = False):
-        """nnU-Net's validation (segmentations + Dice), then each validation case's QSM and metrics."""
+        """nnU-Net's validation (segmentations + Dice), then each validation case's QSM and metrics.
+
+        QSM maps of an earlier validation are removed first: nnU-Net scores every `*.nii.gz` in the
+        folder as a segmentation, so `--val` (or `--c` on a finished fold) would fail on them.
+        """
         self.mqsm_network.return_qsm = False
+        if self.local_rank == 0:
+            for stale in (Path(self.output_folder) / "validation").glob(f"*_qsm{self.dataset_json['file_ending']}"):
+                stale.unlink()
         super().perform_actual_validation(save_probabilities)
         self._validate_qsm()
 
