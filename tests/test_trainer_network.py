@@ -1,0 +1,87 @@
+"""The trainer builds MQSMNet from any nnU-Net 3D plans: ours, stock PlainConvUNet and ResEnc ones."""
+import pytest
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+from mqsm_nnunet.network import MQSMNet
+from mqsm_nnunet.training.trainer import build_mqsm_network, mQSMTrainer
+from mqsm_nnunet.training.variants import mQSMTrainer_SA, mQSMTrainer_tiny, mQSMTrainer_UNet
+
+STAGES = 4
+STOCK_3D = {
+    "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+    "patch_size": [16, 32, 32], "median_image_size_in_voxels": [16, 32, 32], "spacing": [3.0, 3.0, 3.0],
+    "normalization_schemes": ["ZScoreNormalization"] + ["NoNormalization"] * 3,
+    "use_mask_for_norm": [False] * 4, "resampling_fn_data": "resample_data_or_seg_to_shape",
+    "resampling_fn_seg": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": {},
+    "resampling_fn_seg_kwargs": {}, "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+    "resampling_fn_probabilities_kwargs": {}, "batch_dice": False,
+    "architecture": {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": STAGES, "features_per_stage": [32, 64, 128, 256],
+            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], "n_conv_per_stage": [2, 2, 2, 2],
+            "n_conv_per_stage_decoder": [2, 2, 2], "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}},
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
+}
+
+
+def _configuration(**arch_changes) -> ConfigurationManager:
+    config = {**STOCK_3D, "architecture": {**STOCK_3D["architecture"],
+                                           "arch_kwargs": {**STOCK_3D["architecture"]["arch_kwargs"]}}}
+    config["architecture"]["arch_kwargs"].update(arch_changes)
+    return ConfigurationManager(config)
+
+
+def _forward(network: MQSMNet) -> torch.Tensor:
+    network.eval()
+    with torch.no_grad():
+        return network(torch.randn(1, 4, 16, 32, 32))
+
+
+def test_stock_plainconvunet_plans_build_the_paper_network():
+    network = build_mqsm_network(_configuration(), 4, 5, deep_supervision=False, overrides={})
+    assert isinstance(network, MQSMNet)
+    assert network.fusion == "mtrans" and network.recon.width == 64 and network.recon.n_blocks == 6
+    assert network.t1_channels == (0,) and network.qsm_minus_channel == 2
+    assert _forward(network).shape == (1, 5, 16, 32, 32)
+
+
+def test_stock_residual_encoder_plans_map_blocks_to_convs():
+    arch = dict(STOCK_3D["architecture"]["arch_kwargs"])
+    arch["n_blocks_per_stage"] = arch.pop("n_conv_per_stage")
+    config = ConfigurationManager({**STOCK_3D, "architecture": {
+        **STOCK_3D["architecture"],
+        "network_class_name": "dynamic_network_architectures.architectures.residual_unet.ResidualEncoderUNet",
+        "arch_kwargs": arch}})
+    network = build_mqsm_network(config, 4, 3, deep_supervision=True, overrides={})
+    network.train()
+    outputs = network(torch.randn(1, 4, 16, 32, 32))
+    assert [tuple(o.shape[2:]) for o in outputs] == [(16, 32, 32), (16, 16, 16), (8, 8, 8)]
+
+
+def test_variant_overrides_reach_the_network():
+    tiny = mQSMTrainer_tiny.build_network_architecture(None, _configuration(), 4, 3, False)
+    assert tiny.recon.width == 16 and tiny.recon.n_blocks == 2
+    assert max(tiny.encoder.output_channels) <= 32
+    assert mQSMTrainer_UNet.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "none"
+    assert mQSMTrainer_SA.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "sa"
+    assert mQSMTrainer.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "mtrans"
+
+
+def test_planned_mqsm_keys_are_used():
+    config = _configuration(recon_width=24, recon_blocks=3, recon_skip_channels=16, fusion="sa",
+                            fusion_stages=[-1], t1_channels=[0], qsm_minus_channel=2)
+    network = build_mqsm_network(config, 4, 3, deep_supervision=False, overrides={})
+    assert (network.recon.width, network.recon.n_blocks, network.recon.skip_channels) == (24, 3, 16)
+    assert network.fusion == "sa"
+
+
+def test_2d_configuration_is_refused_with_a_clear_error():
+    config_2d = {**STOCK_3D, "patch_size": [32, 32], "spacing": [3.0, 3.0]}
+    with pytest.raises(RuntimeError, match="3D"):
+        build_mqsm_network(ConfigurationManager(config_2d), 4, 3, deep_supervision=False, overrides={})
