@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> Path:
     summary = write_cohort(cohort, args.subjects, shape=args.shape or DEFAULT_SHAPE,
                            voxel_size=args.voxel_size or DEFAULT_VOXEL_SIZE, b0_dir=args.b0_dir, seed=args.seed,
                            overwrite=True, progress=True)
+    print(summary.report(), flush=True)
     test_cases = [f"sub-{i:03d}" for i in range(args.subjects - args.test_subjects + 1, args.subjects + 1)]
 
     steps.begin(f"mqsm_convert -> Dataset{DATASET_ID:03d}_{DATASET_NAME} (held out: {', '.join(test_cases)})")

@@ -40,8 +40,12 @@ class ReconstructionLossTerms(NamedTuple):
 class ReconstructionLoss(nn.Module):
     """L_rec = L_C + morph_weight * L_M (paper Eq. 5), inside the brain mask.
 
-    - Consistency: L_C = mean over mask voxels of |QSM-| * |QSM- - QSM|: the prediction is held to
-      QSM- where QSM- is large (confident), free where QSM- is near 0 (streaking-prone).
+    - Consistency: L_C = mean over mask voxels of |QSM-| * |QSM- - QSM| / rms(QSM-)^2: the prediction
+      is held to QSM- where QSM- is large (confident), free where QSM- is near 0 (streaking-prone).
+      The division by the squared RMS of QSM- inside the sample's mask makes L_C unit-free like the
+      z-scored L_M. In ppm (tissue QSM- ~0.03 ppm) the raw term is ~1e-4, the 0.01-weighted L_M
+      outweighs it, and since L_M ignores scale the QSM amplitude drifts (seen: ~2 ppm after two tiny
+      epochs); the authors' code multiplies L_C by a constant for the same reason.
     - Morphology: L_M = mean over mask voxels and the 3 axes of | |z(Sobel_a(field))| - |z(Sobel_a(QSM))| |,
       where z is the z-score over the mask voxels of one sample and axis, and both maps are multiplied
       by the mask before the Sobel (so values outside the mask never enter the loss), as in the
@@ -54,7 +58,7 @@ class ReconstructionLoss(nn.Module):
 
     Args:
         morph_weight: weight of L_M (paper: 0.01).
-        eps: variance floor of the z-scoring (Sobel units squared); keeps a constant map finite.
+        eps: floor of the z-scoring variance and of the QSM- mean square; keeps constant maps finite.
 
     forward(qsm_pred, qsm_minus, field, mask): all (B, 1, X, Y, Z); QSM, QSM- and field in ppm; mask
     0/1 (values > 0.5 count as brain). Returns ReconstructionLossTerms(total, consistency, morphology).
@@ -78,8 +82,10 @@ class ReconstructionLoss(nn.Module):
         m = (mask > 0.5).to(qsm_pred.dtype)
         n_vox = m.sum(dim=(1, 2, 3, 4)).clamp(min=1.0)  # (B,)
 
+        # L_C in units of the sample's QSM- RMS inside the mask (see the class docstring).
+        rms_sq = ((qsm_minus * m) ** 2).sum(dim=(1, 2, 3, 4)) / n_vox
         weighted = qsm_minus.abs() * (qsm_minus - qsm_pred).abs() * m
-        consistency = (weighted.sum(dim=(1, 2, 3, 4)) / n_vox).mean()
+        consistency = (weighted.sum(dim=(1, 2, 3, 4)) / (n_vox * (rms_sq + self.eps))).mean()
 
         z_field = self._masked_zscore(sobel_gradients_torch(field * m), m, n_vox)
         z_qsm = self._masked_zscore(sobel_gradients_torch(qsm_pred * m), m, n_vox)

@@ -36,13 +36,25 @@ def test_consistency_term_hand_computed():
     qsm_minus = np.array([1.0, -2.0, 0.5, 0.0, 3.0, 1.0, -1.0, 2.0]).reshape(2, 2, 2)
     qsm = np.array([0.0, -1.0, 0.5, 5.0, 3.0, 2.0, 1.0, 2.0]).reshape(2, 2, 2)
     mask = np.array([1, 1, 1, 1, 0, 0, 1, 1]).reshape(2, 2, 2)
-    # |QSM-| |QSM- - QSM| inside the mask: 1*1 + 2*1 + 0.5*0 + 0*5 + 1*2 + 2*0 = 5 over 6 voxels
-    terms = ReconstructionLoss()(_t(qsm), _t(qsm_minus), _t(qsm_minus), _t(mask))
-    assert terms.consistency.item() == pytest.approx(5 / 6)
+    # |QSM-| |QSM- - QSM| inside the mask: 1*1 + 2*1 + 0.5*0 + 0*5 + 1*2 + 2*0 = 5 over 6 voxels,
+    # in units of the QSM- mean square there: (1 + 4 + 0.25 + 0 + 1 + 4) / 6 = 10.25 / 6
+    terms = ReconstructionLoss(eps=1e-12)(_t(qsm), _t(qsm_minus), _t(qsm_minus), _t(mask))
+    assert terms.consistency.item() == pytest.approx((5 / 6) / (10.25 / 6))
     # a second sample with an empty mask contributes 0 to the per-sample mean
-    pair = ReconstructionLoss()(_t([qsm, qsm]), _t([qsm_minus, qsm_minus]), _t([qsm_minus, qsm_minus]),
-                                _t([mask, np.zeros_like(mask)]))
-    assert pair.consistency.item() == pytest.approx(5 / 12)
+    pair = ReconstructionLoss(eps=1e-12)(_t([qsm, qsm]), _t([qsm_minus, qsm_minus]), _t([qsm_minus, qsm_minus]),
+                                       _t([mask, np.zeros_like(mask)]))
+    assert pair.consistency.item() == pytest.approx((5 / 6) / (10.25 / 6) / 2)
+
+
+def test_consistency_term_is_unit_free():
+    """Expressing all maps in ppb instead of ppm leaves L_C (and L_M) unchanged."""
+    rng = np.random.default_rng(0)
+    qsm_minus, qsm, field = (rng.normal(0, 0.03, (6, 6, 6)) for _ in range(3))
+    mask = np.ones((6, 6, 6))
+    ppm = ReconstructionLoss()(_t(qsm), _t(qsm_minus), _t(field), _t(mask))
+    ppb = ReconstructionLoss()(_t(qsm * 1000), _t(qsm_minus * 1000), _t(field * 1000), _t(mask))
+    assert ppb.consistency.item() == pytest.approx(ppm.consistency.item(), rel=1e-4)  # eps: 1e-8 vs ~1e-3 ppm^2
+    assert ppb.morphology.item() == pytest.approx(ppm.morphology.item(), rel=1e-5)
 
 
 def _numpy_morphology(qsm, field, mask, eps=1e-8):

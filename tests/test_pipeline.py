@@ -32,6 +32,8 @@ TRAINER, PLANS, CONFIG = "mQSMTrainer_tiny", "mQSMPlans", "3d_fullres"
 EPOCHS = 2                      # tiny trainer: epoch 0 reconstruction only, epoch 1 both tasks
 N_SUBJECTS = 6                  # 5 labelled (nnU-Net's 5-fold split needs 5) + 1 unlabelled
 TEST_CASE = f"sub-{N_SUBJECTS:03d}"
+# Set in this process for the in-process mqsm_predict / trainer calls (nnunetv2.paths reads them on every use).
+IN_PROCESS_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc")
 MODEL_ARGS = ["-d", str(DATASET_ID), "-c", CONFIG, "-tr", TRAINER, "-p", PLANS]
 
 
@@ -92,8 +94,8 @@ def pipeline(tmp_path_factory) -> Pipeline:
 
 @pytest.fixture
 def nnunet_env(pipeline, monkeypatch):
-    """The pipeline's nnU-Net variables in this process (nnunetv2.paths reads them on every use)."""
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc"):
+    """The pipeline's nnU-Net variables in this process."""
+    for name in IN_PROCESS_VARS:
         monkeypatch.setenv(name, pipeline.env[name])
     return pipeline
 
@@ -110,7 +112,7 @@ def prediction(pipeline) -> Path:
     """mqsm_predict on the converted imagesTs (the unlabelled subject)."""
     out = pipeline.root / "pred_mqsm"
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc"):
+        for name in IN_PROCESS_VARS:
             patch.setenv(name, pipeline.env[name])
         assert mqsm_predict("-i", str(pipeline.raw / "imagesTs"), "-o", str(out)) == 0
     return out
@@ -193,19 +195,22 @@ def test_training_runs_to_the_end(pipeline):
 # ----------------------------------------------------------------------------------------------------
 def test_validation_writes_segmentation_and_qsm_in_native_geometry(pipeline):
     validation = pipeline.fold0 / "validation"
+    validation_qsm = pipeline.fold0 / "validation_qsm"
     cases = validation_cases(pipeline)
     assert cases
     for case in cases:
         reference = geometry(pipeline.raw / "imagesTr" / f"{case}_0000.nii.gz")
         assert geometry(validation / f"{case}.nii.gz") == reference
-        assert geometry(validation / f"{case}_qsm.nii.gz") == reference
+        assert geometry(validation_qsm / f"{case}_qsm.nii.gz") == reference
         assert_segmentation(validation / f"{case}.nii.gz", n_labels(pipeline))
-        assert_qsm_map(validation / f"{case}_qsm.nii.gz", pipeline.raw / "imagesTr" / f"{case}_0003.nii.gz")
+        assert_qsm_map(validation_qsm / f"{case}_qsm.nii.gz", pipeline.raw / "imagesTr" / f"{case}_0003.nii.gz")
+    # validation/ holds only segmentations, so nnU-Net's tools that score it keep working
+    assert not list(validation.glob("*_qsm.nii.gz"))
     assert (validation / "summary.json").is_file()
-    summary = json.loads((validation / "qsm_summary.json").read_text())
+    summary = json.loads((validation_qsm / "qsm_summary.json").read_text())
     assert sorted(summary["per_case"]) == sorted(cases)
     assert all(np.isfinite(v) for v in summary["mean"].values())
-    assert not list(validation.glob(".*tmp*"))
+    assert not list(validation_qsm.glob(".*tmp*"))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -225,17 +230,18 @@ def test_continue_and_validation_only(pipeline, tmp_path):
     assert checkpoint["current_epoch"] == EPOCHS + 1
     assert len(checkpoint["logging"]["train_loss_rec"]) == EPOCHS + 1  # the mQSM log was restored and extended
 
-    validation = fold0 / "validation"
+    validation, validation_qsm = fold0 / "validation", fold0 / "validation_qsm"
     shutil.rmtree(validation)
+    shutil.rmtree(validation_qsm)
     final = hashlib.sha256((fold0 / "checkpoint_final.pth").read_bytes()).hexdigest()
     output = run_cli([*train, "--val"], env)
     assert "Epoch " not in output
     assert hashlib.sha256((fold0 / "checkpoint_final.pth").read_bytes()).hexdigest() == final
     for case in validation_cases(pipeline):
-        assert geometry(validation / f"{case}_qsm.nii.gz") == geometry(
+        assert geometry(validation_qsm / f"{case}_qsm.nii.gz") == geometry(
             pipeline.raw / "imagesTr" / f"{case}_0000.nii.gz")
         assert (validation / f"{case}.nii.gz").is_file()
-    assert (validation / "summary.json").is_file() and (validation / "qsm_summary.json").is_file()
+    assert (validation / "summary.json").is_file() and (validation_qsm / "qsm_summary.json").is_file()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -317,11 +323,13 @@ def test_trainer_refuses_2d_configuration(nnunet_env, tmp_path, monkeypatch):
 
     from mqsm_nnunet.training.trainer import mQSMTrainer
 
-    monkeypatch.setenv("nnUNet_results", str(tmp_path))  # nnU-Net's constructor starts a log file there
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
     plans = json.loads((nnunet_env.preprocessed / f"{PLANS}.json").read_text())
+    plans["continue_training"] = False  # nnU-Net 2.8's trainer pops this; nnUNetv2_train's get_trainer_from_args sets it
     dataset_json = json.loads((nnunet_env.preprocessed / "dataset.json").read_text())
     assert "2d" in plans["configurations"]
     with pytest.raises(RuntimeError) as error:
         mQSMTrainer(plans, "2d", 0, dataset_json, device=torch.device("cpu"))
     message = str(error.value)
     assert "'2d'" in message and "3D" in message and "3d_fullres" in message
+    assert not any(tmp_path.iterdir())  # refused before nnU-Net's constructor starts a log in nnUNet_results

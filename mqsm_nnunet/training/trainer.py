@@ -95,11 +95,13 @@ class mQSMTrainer(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        if len(self.configuration_manager.patch_size) != 3:
+        # Checked before nnU-Net's constructor, which starts a log file in the results folder.
+        n_dims = len(PlansManager(plans).get_configuration(configuration).patch_size)
+        if n_dims != 3:
             raise RuntimeError(f"mQSMTrainer needs a 3D configuration (the dipole physics is 3D); "
-                               f"'{configuration}' is {len(self.configuration_manager.patch_size)}D: use 3d_fullres")
+                               f"'{configuration}' is {n_dims}D: use 3d_fullres")
         self.channels = MQSMChannels.from_dataset_json(dataset_json)
+        super().__init__(plans, configuration, fold, dataset_json, device)
         self.logger.local_logger = MQSMLocalLogger(self.logger.local_logger.verbose)
         self.reconstruction_loss = ReconstructionLoss(morph_weight=self.morphology_weight)
 
@@ -237,18 +239,15 @@ class mQSMTrainer(nnUNetTrainer):
     def perform_actual_validation(self, save_probabilities: bool = False):
         """nnU-Net's validation (segmentations + Dice), then each validation case's QSM and metrics.
 
-        QSM maps of an earlier validation are removed first: nnU-Net scores every `*.nii.gz` in the
-        folder as a segmentation, so `--val` (or `--c` on a finished fold) would fail on them.
+        The QSM maps go to `validation_qsm/`, not `validation/`: nnU-Net's tools (validation Dice,
+        nnUNetv2_find_best_configuration) score every `*.nii.gz` in `validation/` as a segmentation.
         """
         self.mqsm_network.return_qsm = False
-        if self.local_rank == 0:
-            for stale in (Path(self.output_folder) / "validation").glob(f"*_qsm{self.dataset_json['file_ending']}"):
-                stale.unlink()
         super().perform_actual_validation(save_probabilities)
         self._validate_qsm()
 
     def _validate_qsm(self) -> None:
-        """Write `validation/<case>_qsm.nii.gz`; log QSM metrics against the dataset's reference
+        """Write `validation_qsm/<case>_qsm.nii.gz`; log QSM metrics against the dataset's reference
         QSM where mqsm_convert stored one (`qsmTr/`), else against QSM- (consistency only)."""
         self.set_deep_supervision_enabled(False)
         self.network.eval()
@@ -263,7 +262,7 @@ class mQSMTrainer(nnUNetTrainer):
             val_keys = val_keys[self.local_rank::dist.get_world_size()]
         dataset_val = self.dataset_class(self.preprocessed_dataset_folder, val_keys,
                                          folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
-        out_dir = Path(self.output_folder) / "validation"
+        out_dir = Path(self.output_folder) / "validation_qsm"
         reference_dir = Path(nnUNet_raw.get(), self.plans_manager.dataset_name, "qsmTr") \
             if nnUNet_raw.is_set() else None
         per_case = {}
