@@ -14,10 +14,15 @@ exactly as nnU-Net's ExperimentPlanner writes them. They are built the way train
 One step is what the trainers' train_step does on the CPU: zero_grad, forward, nnU-Net's DC_and_CE_loss
 in a DeepSupervisionWrapper (weights 1/2^i, lowest output 0, normalized) on the segmentation outputs,
 plus for MQSMNet mqsm_nnunet.losses.ReconstructionLoss on the QSM (inputs T1, field, QSM-, mask),
-backward, gradient clipping at 12, SGD (nesterov, momentum 0.99) step. Random data; one warm-up step,
-then the minimum over --repeats timed steps (the machine may be shared).
+backward, gradient clipping at 12, SGD (nesterov, momentum 0.99) step, on random data.
 
-Memory, each network in a fresh subprocess, two honest but different figures:
+Timing: each network runs in its own process; after one warm-up step each, the networks take turns,
+one step each per round, for --repeats rounds, and the minimum per network is reported. Taking turns
+exposes all networks to the same load drift, so the ratios hold better on a shared machine than
+back-to-back runs do. On a machine another job keeps busy, --threads 1 avoids the OpenMP stalls that
+make 2-thread steps there 3-8x slower and erratic.
+
+Memory, two figures, each from the network's own process:
 - "tensor MB": the peak of torch's own count of live CPU tensor bytes during one (untimed) step, from
   torch.profiler's memory events ("Total Allocated"), counting what the step allocates (activations,
   gradients, optimizer temporaries) and not the parameters or momentum buffers that outlive it. It does
@@ -28,6 +33,7 @@ Memory, each network in a fresh subprocess, two honest but different figures:
 "peak MB" is the absolute peak RSS of the process (Python, torch, parameters and the steps).
 
     .venv/bin/python benchmarks/bench_train_step.py [--patch 64 64 32] [--batch 2] [--classes 31] [--repeats 3]
+        [--models plain mqsm tiny] [--threads N]
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 MODELS = ("plain", "mqsm", "tiny")
@@ -108,8 +115,6 @@ def _profiled_tensor_peak(step) -> int:
     """Peak bytes of CPU tensors allocated during step() and alive at once, from torch.profiler's memory
     events (their "Total Allocated" is the running sum of the allocations made while profiling, less the
     ones freed)."""
-    import tempfile
-
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -123,7 +128,13 @@ def _profiled_tensor_peak(step) -> int:
                 if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0), default=0)
 
 
-def _child(model: str, patch: list[int], batch: int, classes: int, repeats: int) -> dict:
+def _send(message: dict) -> None:
+    print(json.dumps(message), flush=True)
+
+
+def _child(model: str, patch: list[int], batch: int, classes: int, threads: int) -> None:
+    """Build `model` and its losses, take the warm-up step, then answer the parent: a line "step" runs
+    and times one step; any other line (or end of input) ends with the memory figures and the sizes."""
     import gc
 
     import numpy as np
@@ -134,7 +145,7 @@ def _child(model: str, patch: list[int], batch: int, classes: int, repeats: int)
 
     from mqsm_nnunet.losses import ReconstructionLoss
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     configuration = plan_configuration(patch)
     patch = configuration["patch_size"]
@@ -153,14 +164,13 @@ def _child(model: str, patch: list[int], batch: int, classes: int, repeats: int)
     reconstruction_loss = ReconstructionLoss(morph_weight=0.01)
     optimizer = torch.optim.SGD(network.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
 
-    data = torch.randn(batch, len(CHANNELS), *patch)
-    data[:, CHANNELS["field"]] *= 0.05  # ppm
-    data[:, CHANNELS["qsm_minus"]] *= 0.05
+    c = CHANNELS
+    data = torch.randn(batch, len(c), *patch)
+    data[:, [c["field"], c["qsm_minus"]]] *= 0.05  # ppm
     grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, n) for n in patch], indexing="ij"))
-    data[:, CHANNELS["mask"]] = (grid.square().sum(0) < 0.8).float()
+    data[:, c["mask"]] = (grid.square().sum(0) < 0.8).float()
     labels = torch.randint(0, classes, (batch, 1, *patch)).float()
     target = [labels[(..., *[slice(None, None, int(s)) for s in scale])] for scale in scales]
-    c = CHANNELS
     qsm_minus, field = data[:, c["qsm_minus"]:c["qsm_minus"] + 1], data[:, c["field"]:c["field"] + 1]
     mask = data[:, c["mask"]:c["mask"] + 1] > 0.5
     if model != "plain":
@@ -180,34 +190,72 @@ def _child(model: str, patch: list[int], batch: int, classes: int, repeats: int)
     gc.collect()
     base = _current_rss_bytes()
     step()  # warm-up: allocates gradients and momentum buffers, picks oneDNN kernels
-    times = []
-    for _ in range(repeats):
+    _send({"ready": True})
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
         start = time.perf_counter()
         step()
-        times.append(time.perf_counter() - start)
+        _send({"time_s": time.perf_counter() - start})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the profiler's own buffers
     optimizer.zero_grad(set_to_none=True)  # no tensor from before the profiled step is freed inside it
     tensor_peak = _profiled_tensor_peak(step)
-    result = {"time_s": min(times), "times_s": times, "tensor_mb": tensor_peak / 2 ** 20,
-              "rss_mb": max(peak - base, 0) / 2 ** 20,
-              "peak_mb": peak / 2 ** 20, "params": sum(p.numel() for p in network.parameters()),
-              "patch": patch, "arch": {k: configuration["architecture"]["arch_kwargs"][k]
-                                       for k in ("n_stages", "features_per_stage", "strides", "kernel_sizes")}}
+    result = {"tensor_mb": tensor_peak / 2 ** 20, "rss_mb": max(peak - base, 0) / 2 ** 20, "peak_mb": peak / 2 ** 20,
+              "params": sum(p.numel() for p in network.parameters()), "patch": patch,
+              "arch": {k: configuration["architecture"]["arch_kwargs"][k]
+                       for k in ("n_stages", "features_per_stage", "strides", "kernel_sizes")}}
     if model != "plain":
         result["recon_params"] = sum(p.numel() for p in network.reconstruction_parameters())
         result["recon"] = [network.recon.width, network.recon.n_blocks, network.recon.skip_channels]
         result["unet_features"] = [int(f) for f in network.encoder.output_channels]
         result["fusion"] = [network.fusion, list(network.fusion_stages)]
-    return result
+    _send(result)
 
 
-def _run_child(model: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--_child", model, "--patch", *map(str, args.patch),
-               "--batch", str(args.batch), "--classes", str(args.classes), "--repeats", str(args.repeats)]
-    out = subprocess.run(command, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"benchmark of {model} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class _Worker:
+    """One network in its own process (so its memory figures are its own), driven step by step."""
+
+    def __init__(self, model: str, args: argparse.Namespace) -> None:
+        self.model = model
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--_child", model, "--patch", *map(str, args.patch), "--batch",
+             str(args.batch), "--classes", str(args.classes), "--threads", str(args.threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        self.times: list[float] = []
+        self.receive()  # built and warmed up
+
+    def receive(self) -> dict:
+        """The child's next message; library chatter on stdout (lines not holding a JSON object) is skipped."""
+        for line in self.process.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        self.process.wait()
+        self.stderr.seek(0)
+        raise RuntimeError(f"benchmark of {self.model} failed (exit {self.process.returncode}):\n{self.stderr.read()}")
+
+    def step(self) -> float:
+        self.process.stdin.write("step\n")
+        self.process.stdin.flush()
+        self.times.append(self.receive()["time_s"])
+        return self.times[-1]
+
+    def finish(self) -> dict:
+        self.process.stdin.close()
+        result = self.receive()
+        self.process.wait()
+        return {**result, "time_s": min(self.times), "times_s": self.times}
+
+    def close(self) -> None:
+        """End the child if it still runs (after an error elsewhere) and drop its stderr file."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stderr.close()
+
+
+def _load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
@@ -215,44 +263,53 @@ def main() -> None:
     parser.add_argument("--patch", nargs=3, type=int, default=[64, 64, 32], metavar=("X", "Y", "Z"))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--classes", type=int, default=31, help="segmentation outputs (labels + background)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per network (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (one step per network each)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads per network (default: all CPUs, as training uses)")
     parser.add_argument("--_child", choices=MODELS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if min(args.patch) < 1 or args.batch < 1 or args.classes < 2 or args.repeats < 1:
-        parser.error("--patch, --batch and --repeats must be >= 1 and --classes >= 2")
+    if min(args.patch) < 1 or min(args.batch, args.repeats, args.threads) < 1 or args.classes < 2:
+        parser.error("--patch, --batch, --repeats and --threads must be >= 1 and --classes >= 2")
 
     if args._child:
-        print(json.dumps(_child(args._child, args.patch, args.batch, args.classes, args.repeats)))
+        _child(args._child, args.patch, args.batch, args.classes, args.threads)
         return
 
     import torch
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
-          f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    print("load average (1, 5, 15 min) at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
+          f"{platform.python_version()}, torch {torch.__version__}, {args.threads} threads per network")
+    print(f"load average (1, 5, 15 min) at start: {_load()}", flush=True)
     started = time.perf_counter()
-    results = {}
-    for model in args.models:
-        results[model] = _run_child(model, args)
-        r = results[model]
-        if len(results) == 1:
-            a = r["arch"]
-            print(f"plan: patch {r['patch']}, batch {args.batch}, {args.classes} classes, {a['n_stages']} stages, "
-                  f"features {a['features_per_stage']}, strides {a['strides']}, kernels {a['kernel_sizes'][0]}...")
-            print(f"\n{'network':<7} {'params':>11} {'recon params':>12} {'step s':>7} {'x plain':>7} "
-                  f"{'tensor MB':>9} {'x plain':>7} {'RSS MB':>7} {'x plain':>7} {'peak MB':>8}  details")
-        ref = results.get("plain")
+    workers: list[_Worker] = []
+    try:
+        for model in args.models:  # one after the other: builds and warm-ups do not overlap
+            workers.append(_Worker(model, args))
+        for round_ in range(args.repeats):
+            times = [f"{w.model} {w.step():.2f} s" for w in workers]
+            print(f"round {round_ + 1}: {', '.join(times)} (load {_load()})", flush=True)
+        results = {w.model: w.finish() for w in workers}
+    finally:
+        for w in workers:
+            w.close()
+
+    first = results[args.models[0]]
+    a = first["arch"]
+    print(f"\nplan: patch {first['patch']}, batch {args.batch}, {args.classes} classes, {a['n_stages']} stages, "
+          f"features {a['features_per_stage']}, strides {a['strides']}, kernels {a['kernel_sizes']}")
+    print(f"\n{'network':<7} {'params':>11} {'recon params':>12} {'step s':>7} {'x plain':>7} "
+          f"{'tensor MB':>9} {'x plain':>7} {'RSS MB':>7} {'x plain':>7} {'peak MB':>8}  details")
+    ref = results.get("plain")
+    for model, r in results.items():
         ratio = {k: f"{r[k] / max(ref[k], 1e-9):.2f}" if ref else "-" for k in ("time_s", "tensor_mb", "rss_mb")}
         details = "PlainConvUNet" if model == "plain" else (
             f"recon {r['recon'][0]}/{r['recon'][1]}/{r['recon'][2]}, U-Net {r['unet_features']}, "
-            f"fusion {r['fusion'][0]} at {r['fusion'][1]}")
+            f"fusion {r['fusion'][0]} at stage {r['fusion'][1]}")
         print(f"{model:<7} {r['params']:>11,} {r.get('recon_params', 0):>12,} {r['time_s']:>7.2f} "
               f"{ratio['time_s']:>7} {r['tensor_mb']:>9.0f} {ratio['tensor_mb']:>7} {r['rss_mb']:>7.0f} "
-              f"{ratio['rss_mb']:>7} {r['peak_mb']:>8.0f}  {details}; "
-              f"steps {', '.join(f'{t:.2f}' for t in r['times_s'])} s", flush=True)
-    print("\nload average (1, 5, 15 min) at end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
-          + f"; total {time.perf_counter() - started:.0f} s")
+              f"{ratio['rss_mb']:>7} {r['peak_mb']:>8.0f}  {details}")
+    print(f"\nload average (1, 5, 15 min) at end: {_load()}; total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+MAP_SCALE_PPM = 0.1
+"""Order of magnitude of brain susceptibility contrast (ppm): the reconstruction net's internal unit."""
+
 
 def _conv3(in_channels: int, out_channels: int) -> nn.Conv3d:
     """3x3x3 convolution with 'same' padding: the reconstruction never changes resolution."""
@@ -40,8 +43,11 @@ class ReconstructionNet(nn.Module):
     QSM stream starts from), conv skip_channels->1. The paper's sizes are the defaults; width and depth
     are parameters because this full-resolution net dominates the training cost.
 
-    Output: QSM = QSM- + residual_scale * conv(skip), with the learnable scalar ``residual_scale``
-    starting at 0. The paper's net emits the QSM directly; this residual form spans the same maps but
+    Output: QSM = QSM- + residual_scale * MAP_SCALE_PPM * conv(skip), the trunk seeing
+    QSM- / MAP_SCALE_PPM, with the learnable scalar ``residual_scale`` starting at 0. Tissue
+    susceptibilities are a few hundredths of a ppm while He-initialized convolutions work at order 1:
+    the fixed scale keeps both ends of the net at order 1 (without it the first SGD steps threw the
+    QSM to ~100x the tissue contrast). The paper's net emits the QSM directly; this residual form spans the same maps but
     an untrained (or briefly trained) net returns QSM- instead of He-initialized noise of order 1 ppm,
     some 20x the tissue contrast, which short CPU trainings never unlearn.
 
@@ -76,8 +82,8 @@ class ReconstructionNet(nn.Module):
     def forward(self, qsm_minus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if qsm_minus.ndim != 5 or qsm_minus.shape[1] != 1:
             raise ValueError(f"qsm_minus must have shape (B, 1, X, Y, Z), got {tuple(qsm_minus.shape)}")
-        skip = self.skip_conv(self.blocks(self.in_conv(qsm_minus)))
-        return qsm_minus + self.residual_scale * self.out_conv(skip), skip
+        skip = self.skip_conv(self.blocks(self.in_conv(qsm_minus / MAP_SCALE_PPM)))
+        return qsm_minus + self.residual_scale * MAP_SCALE_PPM * self.out_conv(skip), skip
 
     def compute_conv_feature_map_size(self, input_size: tuple[int, ...]) -> int:
         """Voxels of all conv outputs for one sample, the quantity PlainConvUNet reports to the planner."""
