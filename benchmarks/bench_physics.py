@@ -123,7 +123,7 @@ def main(argv=None) -> None:
           f"numpy {np.__version__} | scipy {scipy.__version__}")
     print(f"volume {shape}, voxel {voxel_size} mm, b0_dir {tuple(round(v, 4) for v in b0_dir)}, "
           f"pad_factor {physics.DEFAULT_PAD_FACTOR}, padded grid "
-          f"{physics._padded_shape(shape, physics.DEFAULT_PAD_FACTOR)} vs naive {tuple(2 * n for n in shape)}; "
+          f"{physics.padded_shape(shape, physics.DEFAULT_PAD_FACTOR)} vs naive {tuple(2 * n for n in shape)}; "
           f"min over {args.repeats} repeats\n")
 
     min_extent = min(n * v for n, v in zip(shape, voxel_size))

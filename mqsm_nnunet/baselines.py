@@ -49,16 +49,6 @@ def _prepare(field: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.where(inside, field, 0.0), inside
 
 
-def _padded_shape(shape: tuple[int, ...], pad_factor: float) -> tuple[int, ...]:
-    """At least ``pad_factor * N`` per axis (ceil, tolerant of float round-off), rounded up to a
-    fast real-FFT length."""
-    if not math.isfinite(pad_factor) or pad_factor < 1:
-        raise ValueError(
-            f"pad_factor must be a finite number >= 1 (1 = pad only to a fast FFT length); got {pad_factor!r}"
-        )
-    return tuple(scipy.fft.next_fast_len(math.ceil(pad_factor * n - 1e-9), real=True) for n in shape)
-
-
 def _check_positive(name: str, value: float) -> float:
     value = float(value)
     if not math.isfinite(value) or value <= 0:
@@ -108,7 +98,7 @@ def tikhonov(
     """
     lam = _check_positive("lam", lam)
     field, inside = _prepare(field, mask)
-    padded = _padded_shape(field.shape, pad_factor)
+    padded = physics.padded_shape(field.shape, pad_factor)
     kernel = physics.dipole_kernel(padded, voxel_size, b0_dir, rfft=True)
     spectrum = scipy.fft.rfftn(field, s=padded, workers=-1)
     spectrum *= kernel / (kernel * kernel + lam)
@@ -156,7 +146,7 @@ def tv_admm(
     if int(iterations) != iterations or iterations < 1:
         raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
     field, inside = _prepare(field, mask)
-    padded = _padded_shape(field.shape, pad_factor)
+    padded = physics.padded_shape(field.shape, pad_factor)
     kernel = physics.dipole_kernel(padded, voxel_size, b0_dir, rfft=True)
     # |E_a|^2 of the forward difference on the padded grid, laid out like the rfft half grid.
     angles = [2 * np.pi * np.fft.fftfreq(n) for n in padded[:2]] + [2 * np.pi * np.fft.rfftfreq(padded[2])]

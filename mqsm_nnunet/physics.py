@@ -190,8 +190,10 @@ def _cached_tkd_filter(shape: tuple[int, int, int], voxel_size: tuple[float, flo
 # ----------------------------------------------------------------------------------------------------
 # padded real FFT helpers
 # ----------------------------------------------------------------------------------------------------
-def _padded_shape(shape: tuple[int, ...], pad_factor: float) -> tuple[int, int, int]:
-    """Per axis ceil(pad_factor * N) rounded up to a fast FFT length (last axis: real-transform length)."""
+def padded_shape(shape: tuple[int, ...], pad_factor: float = DEFAULT_PAD_FACTOR) -> tuple[int, int, int]:
+    """The zero-padded FFT grid used against wrap-around: per axis ceil(pad_factor * N) rounded up to
+    a fast FFT length (last axis: real-transform length). Raises ValueError for a bad pad_factor."""
+    pad_factor = _check_pad_factor(pad_factor)
     return tuple(
         scipy.fft.next_fast_len(math.ceil(pad_factor * n), real=(axis == 2))
         for axis, n in enumerate(shape)
@@ -238,7 +240,7 @@ def forward_field(chi: np.ndarray, voxel_size: Sequence[float], b0_dir: Sequence
     chi = _check_volume("chi", chi)
     voxel = _check_voxel_size(voxel_size)
     b0_unit = _check_b0_dir(b0_dir)
-    padded = _padded_shape(chi.shape, _check_pad_factor(pad_factor))
+    padded = padded_shape(chi.shape, pad_factor)
     spectrum = _rfft_padded(chi, padded)
     spectrum *= _cached_half_kernel(padded, voxel, b0_unit, chi.dtype.name)
     return _irfft_cropped(spectrum, padded, chi.shape)
@@ -336,7 +338,7 @@ def _tkd_many(field: np.ndarray, voxel_size: Sequence[float], b0_dir: Sequence[f
     voxel = _check_voxel_size(voxel_size)
     b0_unit = _check_b0_dir(b0_dir)
     inside = None if mask is None else _check_mask(mask, field.shape)
-    padded = _padded_shape(field.shape, _check_pad_factor(pad_factor))
+    padded = padded_shape(field.shape, pad_factor)
     spectrum = _rfft_padded(field, padded)
     results = []
     for threshold in thresholds:

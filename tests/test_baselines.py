@@ -67,17 +67,18 @@ def test_regularised_inversions_beat_tkd_on_a_noisy_field(phantom):
 
 @pytest.mark.parametrize(
     "shape,pad_factor,grid",
-    [((15, 27, 25), 1.0, (15, 27, 25)), ((17, 27, 17), 1.5, (27, 45, 27))],
+    [((15, 27, 25), 1.0, (15, 27, 25)), ((17, 30, 17), 1.5, (27, 45, 27))],
     ids=["unpadded", "padded"],
 )
 def test_tikhonov_is_its_closed_form(shape, pad_factor, grid):
     """Against the full complex FFT written out on the zero-padded grid.
 
-    `grid` is ceil(pad_factor * N) rounded up to a fast real-FFT length; the sizes are chosen odd
+    `grid` is physics.padded_shape (ceil(pad_factor * N) rounded up to a fast FFT length); grid sizes chosen odd
     because on an even axis the Nyquist frequency is its own negative and, with an oblique B0,
     D(k) != D(-k) there, so 'real part of a full FFT' and an rfft route are two conventions on
     those planes. Everywhere else both must agree to rounding.
     """
+    assert physics.padded_shape(shape, pad_factor) == grid
     rng = np.random.default_rng(2)
     field = rng.standard_normal(shape)
     mask = np.zeros(shape, dtype=bool)
