@@ -199,7 +199,11 @@ class mQSMTrainer(nnUNetTrainer):
             self.logger.log(log_key, self._mean_over_ranks([o[key] for o in train_outputs]), self.current_epoch)
 
     def validation_step(self, batch: dict) -> dict:
-        """nnU-Net's pseudo-Dice step, plus the reconstruction loss and QSM/QSM- correlation."""
+        """nnU-Net's pseudo-Dice step, plus the reconstruction loss and QSM/QSM- correlation.
+
+        The reconstruction net runs a second time here (nnU-Net's step only takes the segmentation);
+        reusing nnU-Net's step is worth that cost on the 50 validation batches of an epoch.
+        """
         self.mqsm_network.return_qsm = False
         result = super().validation_step(batch)
         data = batch["data"].to(self.device, non_blocking=True)
@@ -283,7 +287,8 @@ class mQSMTrainer(nnUNetTrainer):
         if reference_file is not None and reference_file.is_file():
             reference = read_volume(reference_file).data          # (i, j, k) = SimpleITK's (z, y, x) reversed
             prediction = native.transpose(2, 1, 0)
-            mask = prediction != 0
+            mask = read_volume(reference_file.parents[1] / "imagesTr" /
+                               f"{key}_{self.channels.mask:04d}{self.dataset_json['file_ending']}").data > 0.5
             metrics = qsm_metrics(prediction, reference, mask)
             return {"against": "reference QSM (qsmTr)", **metrics}
         mask = (data[self.channels.mask] > 0.5).numpy()
