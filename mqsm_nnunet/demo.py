@@ -204,7 +204,7 @@ def _evaluate(method_files, truth, masks, predicted_seg, true_labels, labels_jso
                                         summarize_segmentation)
 
     qsm_tables = {method: evaluate_qsm(files, truth, masks) for method, files in method_files.items()}
-    labels = {name: i for name, i in load_labels(labels_json).items() if i != 0}
+    labels = load_labels(labels_json)
     seg_rows = evaluate_segmentation(predicted_seg, true_labels, labels)
     seg_summary = summarize_segmentation(seg_rows)
     results.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import os
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mqsm_nnunet import iron
 from mqsm_nnunet.cases import collect_cases, pair_cases, segmentation_files_in
 from mqsm_nnunet.metrics import SEGMENTATION_METRICS, qsm_metrics, segmentation_metrics
 from mqsm_nnunet.nifti import Volume, read_volume
@@ -97,31 +97,14 @@ def _as_labels(volume: Volume, path: Path) -> np.ndarray:
 
 
 def load_labels(path: str | os.PathLike) -> dict[str, int]:
-    """Region name -> label id from a JSON object ``{name: id}`` or an nnU-Net ``dataset.json``
-    (its ``"labels"`` key). Background (id 0) is dropped.
+    """Foreground region name -> label id (background 0 dropped), read like `mqsm_iron --labels`:
+    a JSON object ``{name: id}`` or an nnU-Net ``dataset.json``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not JSON, not a mapping, a non-integer id (e.g. nnU-Net region lists), or no
-            foreground label.
+        ValueError: what `iron.load_labels` refuses, or no foreground label.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such labels file")
-    try:
-        content = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-    if isinstance(content, dict) and isinstance(content.get("labels"), dict):
-        content = content["labels"]
-    if not isinstance(content, dict):
-        raise ValueError(f"{path}: expected a JSON object {{region name: label id}} or a dataset.json with 'labels'")
-    labels = {}
-    for name, value in content.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{path}: label '{name}' has id {value!r}; ids must be non-negative integers")
-        if value != 0:
-            labels[str(name)] = value
+    labels = {name: label for name, label in iron.load_labels(path).items() if label != 0}
     if not labels:
         raise ValueError(f"{path}: no foreground label (only background 0)")
     return labels
