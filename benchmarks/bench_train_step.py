@@ -47,8 +47,9 @@ import sys
 import tempfile
 import time
 
+from mqsm_nnunet.dataset_metadata import DEFAULT_CHANNELS as CHANNELS  # the order mqsm_convert writes
+
 MODELS = ("plain", "mqsm", "tiny")
-CHANNELS = {"t1": 0, "field": 1, "qsm_minus": 2, "mask": 3}  # the order mqsm_convert writes
 
 
 def plan_configuration(patch: list[int]) -> dict:

@@ -95,12 +95,17 @@ QSM_SUFFIX = "_qsm"
 
 
 def qsm_files_in(directory: str | os.PathLike) -> dict[str, Path]:
-    """Case -> QSM map: the `<case>_qsm.nii.gz` files if the folder has any (mqsm_predict's output),
-    otherwise every `<case>.nii.gz` (role suffixes such as `_chi` stripped)."""
-    try:
-        return collect_cases(directory, QSM_SUFFIX)
-    except ValueError:  # no *_qsm files there
-        return collect_cases(directory)
+    """Case -> QSM map: the `<case>_qsm.nii.gz` files if the folder has any (mqsm_predict's output,
+    where the `<case>.nii.gz` beside them are segmentations), otherwise every `<case>.nii.gz` (role
+    suffixes such as `_chi` stripped).
+
+    Raises:
+        FileNotFoundError / ValueError: as `collect_cases`.
+    """
+    directory = Path(directory)
+    has_qsm_maps = directory.is_dir() and any(
+        (strip_nifti_ending(p.name) or "").endswith(QSM_SUFFIX) for p in directory.iterdir() if p.is_file())
+    return collect_cases(directory, QSM_SUFFIX if has_qsm_maps else None)
 
 
 def segmentation_files_in(directory: str | os.PathLike) -> dict[str, Path]:

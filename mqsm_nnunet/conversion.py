@@ -38,7 +38,8 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from mqsm_nnunet import physics
-from mqsm_nnunet.nifti import Volume, read_volume, voxel_size_from_affine, write_volume
+from mqsm_nnunet.grid import voxel_size_from_affine
+from mqsm_nnunet.nifti import Volume, read_volume, write_volume
 
 CHANNELS = {"t1": 0, "field": 1, "qsm_minus": 2, "mask": 3}
 """Role -> image channel index, recorded in dataset.json's "mqsm" block."""

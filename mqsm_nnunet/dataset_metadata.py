@@ -1,13 +1,25 @@
-"""The `mqsm` block of an nnU-Net dataset.json: which input channel is what.
+"""The channel roles of an mQSM dataset, and the `mqsm` block of its dataset.json that records them.
 
-mqsm_convert writes it; the trainer's loss, the predictor's QSM export and the planner read it.
-Keeping the reader here means one clear error for a dataset that was not made by mqsm_convert.
+The one definition of which input channel is what: mqsm_convert writes the channels in this order
+and records it; the trainer's loss, the predictor's QSM export, the planner and the benchmarks read
+it. Keeping the reader here means one clear error for a dataset that was not made by mqsm_convert.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 DEFAULT_CHANNELS = {"t1": 0, "field": 1, "qsm_minus": 2, "mask": 3}
+"""Role -> image channel index (`_000X` file suffix) as mqsm_convert writes them."""
+
+CHANNEL_NORMALIZATION = {"t1": "zscore", "field": "noNorm", "qsm_minus": "noNorm", "mask": "noNorm"}
+"""Role -> nnU-Net normalization scheme (dataset.json "channel_names" values): the T1 is z-scored,
+the physical channels (ppm maps, the 0/1 mask) keep their values."""
+
+
+def channel_names() -> dict[str, str]:
+    """dataset.json "channel_names": channel index (as a string) -> normalization scheme."""
+    return {str(index): CHANNEL_NORMALIZATION[role] for role, index in sorted(DEFAULT_CHANNELS.items(),
+                                                                             key=lambda item: item[1])}
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,12 @@ voxel size. Metric definitions: `mqsm_nnunet.metrics` and docs/metrics.md.
 Outputs in ``-o OUT``: ``qsm_metrics.csv`` and ``qsm_metrics.md`` (one row per case and a mean
 row), and with segmentations ``seg_metrics_per_region.csv`` (one row per case and region, then
 per-region means and the mean over regions, with ``case = mean``) and ``seg_metrics.md`` (per-region
-means and the mean over regions). All results
-are computed before anything is written, and each file is written to a temporary name and renamed,
-so an error leaves no output behind.
+means and the mean over regions). All results are computed before anything is written, and the
+files are published together (`files.atomic_folder`), so an error leaves no output behind.
+
+Bad input (exit 1, one line naming the file): missing folders or files, case lists that differ,
+a pair of files not on one grid (`grid.GRID_TOLERANCE_MM`), a corrupted or unreadable image
+(`nifti.read_volume`), a label map with non-integer values, a bad labels JSON (`labels.py`).
 """
 from __future__ import annotations
 
@@ -27,8 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mqsm_nnunet import iron
 from mqsm_nnunet.cases import collect_cases, pair_cases, segmentation_files_in
+from mqsm_nnunet.command import run_command
+from mqsm_nnunet.files import atomic_folder, writable_folder
+from mqsm_nnunet.grid import check_same_grid
+from mqsm_nnunet.labels import as_label_map, read_labels_json
 from mqsm_nnunet.metrics import SEGMENTATION_METRICS, qsm_metrics, segmentation_metrics
 from mqsm_nnunet.nifti import Volume, read_volume
 
@@ -62,7 +68,8 @@ SEG_TABLE: tuple[Column, ...] = (
 SEG_CSV_KEYS = ("case", "label", "region", *SEGMENTATION_METRICS)
 """File-name role suffixes accepted for label maps (``_qsm`` maps in the same folder are skipped)."""
 MEAN = "mean"
-GEOMETRY_ATOL_MM = 1e-4
+OUTPUT_FILES = ("qsm_metrics.csv", "qsm_metrics.md", "seg_metrics_per_region.csv", "seg_metrics.md")
+"""Everything `mqsm_evaluate` writes; outputs of an earlier run that this one does not produce are removed."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,30 +77,10 @@ GEOMETRY_ATOL_MM = 1e-4
 
 
 def _read_matching(path: Path, reference_path: Path, reference: Volume, dtype: type | None = np.float32) -> Volume:
-    """Read `path` and check it shares shape and affine with the already read `reference`."""
+    """Read `path` and check it lies on the grid of the already read `reference`."""
     volume = read_volume(path, dtype=dtype)
-    if volume.data.shape != reference.data.shape:
-        raise ValueError(
-            f"{path} has shape {volume.data.shape} but {reference_path} has shape {reference.data.shape}; "
-            "resample one onto the other's grid"
-        )
-    if not np.allclose(volume.affine, reference.affine, rtol=0.0, atol=GEOMETRY_ATOL_MM):
-        raise ValueError(
-            f"{path} and {reference_path} have different affines (voxel grids in world space):\n"
-            f"{np.array2string(volume.affine, precision=4)}\nvs\n{np.array2string(reference.affine, precision=4)}\n"
-            "resample one onto the other's grid"
-        )
+    check_same_grid(path, volume.affine, volume.data.shape, reference_path, reference.affine, reference.data.shape)
     return volume
-
-
-def _as_labels(volume: Volume, path: Path) -> np.ndarray:
-    data = np.asarray(volume.data)
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
-            raise ValueError(
-                f"{path}: not a label map (non-integer values); pass the segmentation, not a probability map"
-            )
-    return data.astype(np.int64, copy=False)
 
 
 def load_labels(path: str | os.PathLike) -> dict[str, int]:
@@ -102,9 +89,9 @@ def load_labels(path: str | os.PathLike) -> dict[str, int]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: what `iron.load_labels` refuses, or no foreground label.
+        ValueError: what `labels.read_labels_json` refuses, or no foreground label.
     """
-    labels = {name: label for name, label in iron.load_labels(path).items() if label != 0}
+    labels = {name: label for name, label in read_labels_json(path).items() if label != 0}
     if not labels:
         raise ValueError(f"{path}: no foreground label (only background 0)")
     return labels
@@ -165,7 +152,7 @@ def evaluate_segmentation(
         pred_path, ref_path = Path(pred_files[case]), Path(ref_files[case])
         ref = read_volume(ref_path, dtype=None)
         pred = _read_matching(pred_path, ref_path, ref, dtype=None)
-        pred_labels, ref_labels = _as_labels(pred, pred_path), _as_labels(ref, ref_path)
+        pred_labels, ref_labels = as_label_map(pred.data, str(pred_path)), as_label_map(ref.data, str(ref_path))
         if fixed is not None:
             ids = sorted(set(fixed.values()))
         else:
@@ -248,20 +235,13 @@ def csv_text(rows: Sequence[Mapping], keys: Sequence[str]) -> str:
 
 
 def write_outputs(out_dir: str | os.PathLike, files: Mapping[str, str]) -> list[Path]:
-    """Write ``{file name: text}`` into `out_dir`, each through a temporary file and a rename."""
+    """Write ``{file name: text}`` into `out_dir` all together (`files.atomic_folder`); earlier
+    outputs (`OUTPUT_FILES`) this run does not produce are removed."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in files.items():
-        target = out_dir / name
-        tmp = out_dir / f".{name}.tmp"
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        written.append(target)
-    return written
+    with atomic_folder(out_dir, owned=OUTPUT_FILES) as build:
+        for name, text in files.items():
+            (build / name).write_text(text)
+    return [out_dir / name for name in files]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,24 +301,25 @@ def run(args: argparse.Namespace) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console script `mqsm_evaluate`; see the module docstring."""
+    """Console script `mqsm_evaluate`: exit 0, 1 for a data error (one line), 2 for bad flags."""
     parser = _parser()
     args = parser.parse_args(argv)
     if (args.seg_pred is None) != (args.seg_ref is None):
         parser.error("--seg-pred and --seg-ref go together")
     if args.labels is not None and args.seg_pred is None:
         parser.error("--labels needs --seg-pred and --seg-ref")
-    try:
+
+    def evaluate() -> None:
+        writable_folder(args.output)  # refuse before the work, not after
         outputs = run(args)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
-    for path in write_outputs(args.output, outputs):
-        print(f"wrote {path}")
-    print()
-    print(outputs["qsm_metrics.md"])
-    if "seg_metrics.md" in outputs:
-        print(outputs["seg_metrics.md"])
-    return 0
+        for path in write_outputs(args.output, outputs):
+            print(f"wrote {path}")
+        print()
+        print(outputs["qsm_metrics.md"])
+        if "seg_metrics.md" in outputs:
+            print(outputs["seg_metrics.md"])
+
+    return run_command("mqsm_evaluate", evaluate)
 
 
 if __name__ == "__main__":

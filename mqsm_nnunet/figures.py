@@ -28,7 +28,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from mqsm_nnunet.nifti import check_voxel_size
+from mqsm_nnunet.files import atomic_file
+from mqsm_nnunet.grid import check_voxel_size
+from mqsm_nnunet.labels import as_label_map
 
 __all__ = [
     "QSM_WINDOW_PPM",
@@ -118,12 +120,7 @@ def _masked(volume: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 def _label_rgba(seg: np.ndarray) -> np.ndarray:
     """RGBA volume for a label map: label l gets tab20 colour (l - 1) mod 20, background transparent."""
-    seg = np.asarray(seg)
-    if not np.issubdtype(seg.dtype, np.integer):
-        seg = np.rint(seg)
-    seg = seg.astype(np.int64)
-    if seg.min(initial=0) < 0:
-        raise ValueError("seg must hold non-negative integer labels")
+    seg = as_label_map(seg, "seg")
     palette = matplotlib.colormaps["tab20"]
     n = int(seg.max(initial=0)) + 1
     lut = np.zeros((n, 4))
@@ -138,16 +135,10 @@ def _cmap(name: str):
 
 def _save(figure: Figure, out_png: str | os.PathLike, dpi: float) -> Path:
     """Render with Agg and write the PNG through a temporary name (no half-written file on error)."""
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
     FigureCanvasAgg(figure)
-    try:
+    with atomic_file(out_png) as tmp:
         figure.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, out_png)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out_png
+    return Path(out_png)
 
 
 def _image_axes(figure: Figure, x_in: float, y_in: float, w_in: float, h_in: float):

@@ -38,7 +38,8 @@ from scipy import ndimage, stats
 
 from mqsm_nnunet.cases import collect_cases, pair_cases, qsm_files_in, segmentation_files_in
 from mqsm_nnunet.figures import iron_plot
-from mqsm_nnunet.nifti import Volume, check_voxel_size, read_volume
+from mqsm_nnunet.grid import check_voxel_size
+from mqsm_nnunet.nifti import Volume, read_volume
 
 __all__ = [
     "PPB_PER_PPM",

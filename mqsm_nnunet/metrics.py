@@ -29,6 +29,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import ndimage, signal
 
+from mqsm_nnunet.grid import check_voxel_size
+
 # 2016 challenge HFEN filter (Langkammer et al. 2018, after Ravishankar & Bresler 2011).
 HFEN_KERNEL_SIZE = 15
 HFEN_SIGMA = 1.5
@@ -253,13 +255,6 @@ def qsm_metrics(
 SEGMENTATION_METRICS = ("dice", "recall", "precision", "hd95", "asd")
 
 
-def _check_voxel_size(voxel_size: Sequence[float]) -> tuple[float, float, float]:
-    sizes = tuple(float(v) for v in voxel_size)
-    if len(sizes) != 3 or not all(math.isfinite(v) and v > 0 for v in sizes):
-        raise ValueError(f"voxel_size must be 3 positive finite numbers (mm), got {tuple(voxel_size)}")
-    return sizes
-
-
 def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else math.nan
 
@@ -302,7 +297,7 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, voxel_size: Sequence[fl
 
     Both masks must be non-empty.
     """
-    sampling = _check_voxel_size(voxel_size)
+    sampling = check_voxel_size(voxel_size)
     surf_pred, surf_ref = surface(pred), surface(ref)
     if not surf_pred.any() or not surf_ref.any():
         raise ValueError("surface distances need two non-empty masks")
@@ -323,7 +318,7 @@ def distance_metrics(pred: np.ndarray, ref: np.ndarray, voxel_size: Sequence[flo
     ref = np.asarray(ref, dtype=bool)
     if pred.shape != ref.shape:
         raise ValueError(f"pred and ref differ in shape: {pred.shape} vs {ref.shape}")
-    _check_voxel_size(voxel_size)
+    check_voxel_size(voxel_size)
     if not pred.any() or not ref.any():
         return {"hd95": math.nan, "asd": math.nan}
     d_pred_ref, d_ref_pred = surface_distances(pred, ref, voxel_size)
@@ -366,7 +361,7 @@ def segmentation_metrics(
     ref = np.asarray(ref)
     if pred.ndim != 3 or pred.shape != ref.shape:
         raise ValueError(f"pred and ref must be 3D label maps of one shape; got {pred.shape} and {ref.shape}")
-    _check_voxel_size(voxel_size)
+    check_voxel_size(voxel_size)
     labels = list(labels)
     if not labels:
         raise ValueError("labels is empty: give the label values to score")

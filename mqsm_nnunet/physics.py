@@ -21,6 +21,8 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
+from mqsm_nnunet.grid import check_voxel_size
+
 GYROMAGNETIC_RATIO_HZ_PER_T = 42.577478e6
 """gamma / (2 pi) of the proton in Hz/T (CODATA value to 8 significant digits, as the design states)."""
 
@@ -57,15 +59,6 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     if len(values) != 3 or any(n < 1 for n in values) or any(n != s for n, s in zip(values, shape)):
         raise ValueError(f"shape must be 3 positive integers, got {shape!r}")
     return values
-
-
-def _check_voxel_size(voxel_size: Sequence[float]) -> tuple[float, float, float]:
-    values = np.asarray(voxel_size, dtype=float)
-    if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise ValueError(
-            f"voxel_size must be 3 finite positive voxel edge lengths in mm, (i, j, k) order; got {voxel_size!r}"
-        )
-    return tuple(float(v) for v in values)
 
 
 def _check_b0_dir(b0_dir: Sequence[float]) -> tuple[float, float, float]:
@@ -165,7 +158,7 @@ def dipole_kernel(shape: Sequence[int], voxel_size: Sequence[float], b0_dir: Seq
     Raises:
         ValueError: bad shape, voxel_size or b0_dir.
     """
-    return _kernel(_check_shape(shape), _check_voxel_size(voxel_size), _check_b0_dir(b0_dir), bool(rfft))
+    return _kernel(_check_shape(shape), check_voxel_size(voxel_size), _check_b0_dir(b0_dir), bool(rfft))
 
 
 @functools.lru_cache(maxsize=2)
@@ -238,7 +231,7 @@ def forward_field(chi: np.ndarray, voxel_size: Sequence[float], b0_dir: Sequence
         ValueError: bad chi (not 3D, NaN/Inf), voxel_size, b0_dir or pad_factor.
     """
     chi = _check_volume("chi", chi)
-    voxel = _check_voxel_size(voxel_size)
+    voxel = check_voxel_size(voxel_size)
     b0_unit = _check_b0_dir(b0_dir)
     padded = padded_shape(chi.shape, pad_factor)
     spectrum = _rfft_padded(chi, padded)
@@ -335,7 +328,7 @@ def _tkd_many(field: np.ndarray, voxel_size: Sequence[float], b0_dir: Sequence[f
               thresholds: tuple[float, ...], mask: np.ndarray | None, pad_factor: float) -> list[np.ndarray]:
     """TKD at several thresholds sharing one forward FFT of the field; each result masked if a mask is given."""
     field = _check_volume("field", field)
-    voxel = _check_voxel_size(voxel_size)
+    voxel = check_voxel_size(voxel_size)
     b0_unit = _check_b0_dir(b0_dir)
     inside = None if mask is None else _check_mask(mask, field.shape)
     padded = padded_shape(field.shape, pad_factor)

@@ -1,0 +1,106 @@
+"""How every mqsm command ends: one line per user error, warnings as one line each, the same
+cleanup for Ctrl-C and SIGTERM, and worker pools that die quietly with their command.
+
+- A user error (`ValueError`, `OSError`: bad data, a missing file, no permission) is printed as
+  one line `<command>: error: <message>` and the command exits 1, never with a traceback. The
+  library names what is wrong (subject, file) and the fix; where the fix is an argument it names
+  the Python parameter in backticks (`b0`), and `run_command` turns those into the command's flags
+  (`--b0`), so only the command line speaks of flags.
+- Warnings are printed as `<command>: warning: <message>`.
+- SIGTERM is raised in the main thread as `Terminated` (a `KeyboardInterrupt`), so the same
+  `finally` blocks that clean up after Ctrl-C (hidden build folders, temporary files, worker pools)
+  run for both; the command then exits 130 (SIGINT) or 143 (SIGTERM) with one line.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.pool
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+
+from tqdm import tqdm
+
+USER_ERRORS = (ValueError, OSError)
+"""What a user can cause and fix: reported in one line, exit status 1."""
+
+
+class MQSMWarning(UserWarning):
+    """Base of our warnings: something was changed or looks doubtful, but the run goes on."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that cleanup code runs the same way."""
+
+
+def user_message(error: BaseException, flags: Mapping[str, str] | None = None) -> str:
+    """One line for a user error: an OS error as `file: reason` (a permission error with its fix),
+    backticked parameter names replaced by their `flags`."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+        if isinstance(error, PermissionError) and "permission" not in error.strerror.lower():
+            text += " (permission denied)"
+        if isinstance(error, PermissionError):
+            text += "; check its permissions or choose another path"
+    else:
+        text = str(error) or type(error).__name__
+    for name, flag in (flags or {}).items():
+        text = text.replace(f"`{name}`", flag)
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _show_warning(prog: str):
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        tqdm.write(f"{prog}: warning: {message}", file=sys.stderr)
+    return show
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(prog: str, body: Callable[[], int | None], flags: Mapping[str, str] | None = None) -> int:
+    """Run a command's work; returns its exit status (0, or what `body` returns; 1 for a user
+    error; 130 / 143 when interrupted by SIGINT / SIGTERM), printing errors and warnings as one line."""
+    with warnings.catch_warnings(), _sigterm_raises():
+        warnings.simplefilter("always", MQSMWarning)
+        warnings.showwarning = _show_warning(prog)
+        try:
+            status = body()
+        except KeyboardInterrupt as interrupt:
+            how = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
+            print(f"{prog}: interrupted ({how}); nothing half-written was left behind", file=sys.stderr)
+            return 143 if isinstance(interrupt, Terminated) else 130
+        except USER_ERRORS as error:
+            print(f"{prog}: error: {user_message(error, flags)}", file=sys.stderr)
+            return 1
+    return 0 if status is None else int(status)
+
+
+@contextlib.contextmanager
+def worker_pool(processes: int) -> Iterator[multiprocessing.pool.Pool]:
+    """A spawn pool whose workers ignore Ctrl-C from their first instruction on (an ignored signal
+    stays ignored across exec, unlike a handler set later), so Ctrl-C reaches only the main process,
+    which terminates them when the block is left: no traceback per worker."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(processes)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with pool:
+        yield pool
