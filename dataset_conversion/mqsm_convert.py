@@ -3,19 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Sequence
 
-from tqdm import tqdm
-
-from mqsm_nnunet.conversion import (
-    FIELD_UNITS,
-    ConversionOptions,
-    ConversionWarning,
-    FileNames,
-    convert_cohort,
-    default_num_processes,
-)
+from mqsm_nnunet.command import run_command
 
 PROG = "mqsm_convert"
 
@@ -30,15 +20,17 @@ Subjects without a label map go to imagesTs. See docs/conversion.md.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mqsm_nnunet.conversion import FIELD_UNITS, FileNames, default_num_processes
+
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE,
         description="Convert subjects (T1 + local field map + brain mask [+ labels]) into an nnU-Net v2 raw "
                     "dataset for mQSM: computes QSM- on each whole field map and writes dataset.json.")
-    parser.add_argument("-i", "--input", required=True, metavar="COHORT",
+    parser.add_argument("-i", "--input", dest="cohort", required=True, metavar="COHORT",
                         help="cohort folder: one subfolder per subject (its name is the case id)")
     parser.add_argument("-d", "--dataset-id", required=True, type=int, metavar="ID", help="nnU-Net dataset ID (1-999)")
     parser.add_argument("-n", "--name", required=True, metavar="NAME", help="dataset name (letters, digits, _ -)")
-    parser.add_argument("--labels", metavar="JSON", help='{"region": id, ...} with 0 = background '
+    parser.add_argument("--labels", dest="labels_json", metavar="JSON", help='{"region": id, ...} with 0 = background '
                                                          "(default: COHORT/labels.json)")
     parser.add_argument("--field-units", type=str.lower, choices=FIELD_UNITS, default="ppm",
                         help="units of the field maps: ppm (default), hz (needs --b0), rad (local phase; "
@@ -66,33 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    prefix = "warning" if issubclass(category, ConversionWarning) else category.__name__
-    tqdm.write(f"{PROG}: {prefix}: {message}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the conversion; exit status 0 on success, 1 on a user error (one line), 130 on Ctrl-C."""
-    args = build_parser().parse_args(argv)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", ConversionWarning)
-            warnings.showwarning = _show_warning
-            options = ConversionOptions(
-                field_units=args.field_units, b0=args.b0, te=args.te,
-                b0_dir=tuple(args.b0_dir) if args.b0_dir else None, thresholds=tuple(args.thresholds),
-                file_names=FileNames(args.t1_name, args.field_name, args.mask_name, args.labels_name, args.chi_name))
-            folder = convert_cohort(args.input, args.dataset_id, args.name, labels_json=args.labels, options=options,
-                                    test_subjects=args.test_subjects, overwrite=args.overwrite,
-                                    num_processes=args.num_processes)
-    except (ValueError, OSError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no dataset was written or replaced", file=sys.stderr)
-        return 130
-    print(folder)
-    return 0
+    """Run the conversion; exit status 0 on success, 1 on a user error (one line), 2 on bad flags,
+    130 / 143 on Ctrl-C / SIGTERM (no dataset written or replaced, no hidden build folder left).
+    The library is imported inside, so an interrupt during start-up is reported the same way."""
+    return run_command(PROG, build_parser, _convert, argv)
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from mqsm_nnunet.conversion import ConversionOptions, FileNames, convert_cohort
+
+    options = ConversionOptions(
+        field_units=args.field_units, b0=args.b0, te=args.te, b0_dir=tuple(args.b0_dir) if args.b0_dir else None,
+        thresholds=tuple(args.thresholds),
+        file_names=FileNames(args.t1_name, args.field_name, args.mask_name, args.labels_name, args.chi_name))
+    print(convert_cohort(args.cohort, args.dataset_id, args.name, labels_json=args.labels_json, options=options,
+                         test_subjects=args.test_subjects, overwrite=args.overwrite, num_processes=args.num_processes))
 
 
 if __name__ == "__main__":

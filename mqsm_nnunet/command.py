@@ -5,7 +5,10 @@ cleanup for Ctrl-C and SIGTERM, and worker pools that die quietly with their com
   one line `<command>: error: <message>` and the command exits 1, never with a traceback. The
   library names what is wrong (subject, file) and the fix; where the fix is an argument it names
   the Python parameter in backticks (`b0`), and `run_command` turns those into the command's flags
-  (`--b0`), so only the command line speaks of flags.
+  (`--b0`: an argparse option whose `dest` is the parameter's name), so only the command line
+  speaks of flags. Bad flags stay argparse's business (usage line, exit 2).
+- The command's modules are imported inside `run_command` (the CLI modules import only this
+  one at the top), so Ctrl-C during start-up is reported like any other interrupt.
 - Warnings are printed as `<command>: warning: <message>`.
 - SIGTERM is raised in the main thread as `Terminated` (a `KeyboardInterrupt`), so the same
   `finally` blocks that clean up after Ctrl-C (hidden build folders, temporary files, worker pools)
@@ -13,6 +16,7 @@ cleanup for Ctrl-C and SIGTERM, and worker pools that die quietly with their com
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import multiprocessing
 import multiprocessing.pool
@@ -20,9 +24,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-
-from tqdm import tqdm
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 USER_ERRORS = (ValueError, OSError)
 """What a user can cause and fix: reported in one line, exit status 1."""
@@ -32,8 +34,19 @@ class MQSMWarning(UserWarning):
     """Base of our warnings: something was changed or looks doubtful, but the run goes on."""
 
 
+class UsageError(ValueError):
+    """Flags that do not go together: reported by argparse (usage line, exit 2) like any bad flag."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that cleanup code runs the same way."""
+
+
+def speak_flags(text: str, flags: Mapping[str, str] | None = None) -> str:
+    """`text` on one line, with backticked parameter names replaced by their command-line `flags`."""
+    for name, flag in (flags or {}).items():
+        text = text.replace(f"`{name}`", flag)
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def user_message(error: BaseException, flags: Mapping[str, str] | None = None) -> str:
@@ -41,20 +54,18 @@ def user_message(error: BaseException, flags: Mapping[str, str] | None = None) -
     backticked parameter names replaced by their `flags`."""
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         text = f"{error.filename}: {error.strerror}"
-        if isinstance(error, PermissionError) and "permission" not in error.strerror.lower():
-            text += " (permission denied)"
         if isinstance(error, PermissionError):
             text += "; check its permissions or choose another path"
     else:
         text = str(error) or type(error).__name__
-    for name, flag in (flags or {}).items():
-        text = text.replace(f"`{name}`", flag)
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return speak_flags(text, flags)
 
 
-def _show_warning(prog: str):
+def _show_warning(prog: str, flags: Mapping[str, str] | None):
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        tqdm.write(f"{prog}: warning: {message}", file=sys.stderr)
+        from tqdm import tqdm  # keeps progress bars intact
+
+        tqdm.write(f"{prog}: warning: {speak_flags(str(message), flags)}", file=sys.stderr)
     return show
 
 
@@ -74,14 +85,28 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_command(prog: str, body: Callable[[], int | None], flags: Mapping[str, str] | None = None) -> int:
-    """Run a command's work; returns its exit status (0, or what `body` returns; 1 for a user
-    error; 130 / 143 when interrupted by SIGINT / SIGTERM), printing errors and warnings as one line."""
+def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Parameter name -> flag: each option's `dest` and its first option string (`-np`, `--b0`)."""
+    return {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+
+
+def run_command(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
+                body: Callable[[argparse.Namespace], int | None], argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` with the parser from `build_parser` and run `body(args)`; returns the exit status
+    (0, or what `body` returns; 1 for a user error; 130 / 143 when interrupted by SIGINT / SIGTERM),
+    printing errors and warnings as one line with the parser's flags for parameter names."""
+    flags: dict[str, str] = {}
     with warnings.catch_warnings(), _sigterm_raises():
         warnings.simplefilter("always", MQSMWarning)
-        warnings.showwarning = _show_warning(prog)
+        warnings.showwarning = _show_warning(prog, flags)
         try:
-            status = body()
+            parser = build_parser()
+            flags.update(flags_of(parser))
+            args = parser.parse_args(argv)
+            try:
+                status = body(args)
+            except UsageError as error:
+                parser.error(speak_flags(str(error), flags))
         except KeyboardInterrupt as interrupt:
             how = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
             print(f"{prog}: interrupted ({how}); nothing half-written was left behind", file=sys.stderr)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mqsm_nnunet.cases import collect_cases, pair_cases, segmentation_files_in
-from mqsm_nnunet.command import run_command
+from mqsm_nnunet.command import UsageError, run_command
 from mqsm_nnunet.files import atomic_folder, writable_folder
 from mqsm_nnunet.grid import check_same_grid
 from mqsm_nnunet.labels import as_label_map, read_labels_json
@@ -238,7 +238,7 @@ def write_outputs(out_dir: str | os.PathLike, files: Mapping[str, str]) -> list[
     """Write ``{file name: text}`` into `out_dir` all together (`files.atomic_folder`); earlier
     outputs (`OUTPUT_FILES`) this run does not produce are removed."""
     out_dir = Path(out_dir)
-    with atomic_folder(out_dir, owned=OUTPUT_FILES) as build:
+    with atomic_folder(out_dir, merge=True, owned=OUTPUT_FILES) as build:
         for name, text in files.items():
             (build / name).write_text(text)
     return [out_dir / name for name in files]
@@ -302,24 +302,22 @@ def run(args: argparse.Namespace) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script `mqsm_evaluate`: exit 0, 1 for a data error (one line), 2 for bad flags."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    return run_command("mqsm_evaluate", _parser, _evaluate, argv)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
     if (args.seg_pred is None) != (args.seg_ref is None):
-        parser.error("--seg-pred and --seg-ref go together")
+        raise UsageError("`seg_pred` and `seg_ref` go together")
     if args.labels is not None and args.seg_pred is None:
-        parser.error("--labels needs --seg-pred and --seg-ref")
-
-    def evaluate() -> None:
-        writable_folder(args.output)  # refuse before the work, not after
-        outputs = run(args)
-        for path in write_outputs(args.output, outputs):
-            print(f"wrote {path}")
-        print()
-        print(outputs["qsm_metrics.md"])
-        if "seg_metrics.md" in outputs:
-            print(outputs["seg_metrics.md"])
-
-    return run_command("mqsm_evaluate", evaluate)
+        raise UsageError("`labels` needs `seg_pred` and `seg_ref`")
+    writable_folder(args.output)  # refuse before the work, not after
+    outputs = run(args)
+    for path in write_outputs(args.output, outputs):
+        print(f"wrote {path}")
+    print()
+    print(outputs["qsm_metrics.md"])
+    if "seg_metrics.md" in outputs:
+        print(outputs["seg_metrics.md"])
 
 
 if __name__ == "__main__":

@@ -92,15 +92,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 @contextmanager
 def atomic_folder(destination: str | os.PathLike, *, replaces: Iterable[str | os.PathLike] = (),
-                  owned: Iterable[str] = ()) -> Iterator[Path]:
+                  merge: bool = False, owned: Iterable[str] = ()) -> Iterator[Path]:
     """Yields a fresh hidden folder beside `destination` to build in; publishes it when the block
     succeeds and deletes it when it fails (including Ctrl-C and SIGTERM raised as an exception).
 
-    Publishing: when `destination` does not exist, or is one of `replaces`, the folders in `replaces`
-    are moved aside, the build is renamed to `destination` and the old folders are deleted (put back
-    if the rename fails). Otherwise `destination` is an existing folder kept with its other files:
-    the built entries are moved into it one by one, and the names in `owned` that this build did not
-    produce (outputs of an earlier run) are removed from it.
+    Publishing: the folders in `replaces` (which may include `destination`) are moved aside, the
+    build is renamed to `destination` and the old folders are deleted (put back if the rename
+    fails). With `merge`, an existing `destination` that is not replaced is kept with its other
+    files: the built entries are moved into it one by one, and the names in `owned` that this build
+    did not produce (outputs of an earlier run) are removed from it.
+
+    Raises:
+        FileExistsError: `destination` exists, is not replaced, and `merge` is false.
     """
     destination = writable_folder(destination)
     replaced = [Path(p).absolute() for p in replaces if Path(p).exists()]
@@ -110,6 +113,9 @@ def atomic_folder(destination: str | os.PathLike, *, replaces: Iterable[str | os
     try:
         yield build
         if destination.exists() and destination not in replaced:
+            if not merge:
+                raise FileExistsError(errno.EEXIST, "appeared while it was being built; nothing was replaced",
+                                      str(destination))
             _merge(build, destination, owned)
         else:
             _swap(build, destination, replaced)

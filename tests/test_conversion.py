@@ -400,7 +400,7 @@ BAD_INPUTS = {
     "reference QSM off grid": (lambda cohort: rewrite(cohort / "sub-002" / "chi.nii.gz", affine=np.diag([2, 2, 2, 1])),
                                [], ("sub-002", "chi.nii.gz", "reference QSM", "spacing")),
     "corrupt T1": (lambda cohort: (cohort / "sub-002" / "t1.nii.gz").write_bytes(b"not a NIfTI"), [],
-                   ("sub-002", "t1.nii.gz", "cannot read")),
+                   ("sub-002", "t1.nii.gz", "not a NIfTI image")),
 }
 
 
@@ -486,8 +486,8 @@ def test_interrupt_leaves_previous_dataset_and_no_partial_folder(cohort, raw, co
             raise KeyboardInterrupt
         return real(job)
 
-    real = conversion.convert_subject
-    monkeypatch.setattr(conversion, "convert_subject", interrupted)
+    real = conversion.dataset.convert_subject
+    monkeypatch.setattr(conversion.dataset, "convert_subject", interrupted)
     status, _, err = convert(cohort, "--overwrite")
     assert status == 130 and "interrupted" in err
     assert sorted(str(p.relative_to(raw)) for p in raw.rglob("*")) == before

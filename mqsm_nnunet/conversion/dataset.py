@@ -1,0 +1,173 @@
+"""A whole cohort into `$nnUNet_raw/DatasetXXX_NAME`: subjects in parallel, dataset.json, atomic install.
+
+The dataset is built in a hidden folder next to the destination and renamed into place only after
+every subject succeeded (`files.atomic_folder`), so an error, Ctrl-C or SIGTERM never leaves a
+half-written dataset behind. nnU-Net wants consecutive labels 0..N; other ids are remapped and the
+originals recorded in dataset.json's "mqsm" block.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mqsm_nnunet.command import worker_pool
+from mqsm_nnunet.conversion.cohort import LabelTable, discover_subjects
+from mqsm_nnunet.conversion.options import ConversionOptions, ConversionWarning
+from mqsm_nnunet.conversion.subject import FILE_ENDING, Job, SubjectResult, convert_subject
+from mqsm_nnunet.dataset_metadata import DEFAULT_CHANNELS, channel_names
+from mqsm_nnunet.files import atomic_folder, writable_folder
+from mqsm_nnunet.nnunet_datasets import dataset_folder_name, existing_datasets, nnunet_raw_folder
+
+MQSM_BLOCK_VERSION = 1
+NNUNET_FOLDS = 5
+"""nnU-Net's default cross-validation folds; fewer training cases cannot fill them."""
+
+
+def _datasets_to_replace(root: Path, dataset_id: int, overwrite: bool) -> list[Path]:
+    """The existing datasets with this ID, which only `overwrite` allows to replace.
+
+    Raises:
+        FileExistsError: one exists and `overwrite` is false.
+    """
+    existing = existing_datasets(root, dataset_id)
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(map(str, existing))} already exists (nnU-Net resolves datasets by ID); "
+                              "give `overwrite` to replace it, or choose another `dataset_id`")
+    return existing
+
+
+def _stale_nnunet_folders(dataset_id: int, folder_name: str) -> list[str]:
+    """Warnings about preprocessed/results folders for this ID that will clash with the new dataset."""
+    notes = []
+    for variable in ("nnUNet_preprocessed", "nnUNet_results"):
+        value = os.environ.get(variable)
+        for path in existing_datasets(Path(value), dataset_id) if value else []:
+            if path.name == folder_name:
+                notes.append(f"{path} exists from an earlier conversion; rerun planning and preprocessing "
+                             "(and retrain) so it matches the new data")
+            else:
+                notes.append(f"{path} has the same ID under another name; nnU-Net will refuse ID {dataset_id} "
+                             f"(more than one dataset name) until it is renamed or removed")
+    return notes
+
+
+def mqsm_block(options: ConversionOptions, labels: LabelTable, results: Sequence[SubjectResult]) -> dict:
+    """The "mqsm" block of dataset.json: what later steps (training, prediction, iron) need to know."""
+    block = {
+        "version": MQSM_BLOCK_VERSION,
+        "channels": dict(DEFAULT_CHANNELS),
+        "field_units_input": options.field_units,
+        "map_units": "ppm",
+        "b0_tesla": options.b0,
+        "te_seconds": options.te,
+        "qsm_minus_thresholds": list(options.thresholds),
+        "b0_direction_source": "affine" if options.b0_dir is None else "--b0-dir",
+        "b0_direction": {r.case_id: list(r.b0_direction) for r in sorted(results, key=lambda r: r.case_id)},
+    }
+    if labels.remapped:
+        block["label_ids_original"] = dict(labels.original)
+    references = sorted(r.case_id for r in results if r.has_reference_qsm)
+    if references:
+        block["reference_qsm"] = {"folder": "qsmTr", "cases": references}
+    return block
+
+
+def dataset_json(name: str, options: ConversionOptions, labels: LabelTable,
+                 results: Sequence[SubjectResult]) -> dict:
+    """The stock nnU-Net keys plus the "mqsm" block."""
+    return {
+        "channel_names": channel_names(),
+        "labels": dict(labels.labels),
+        "numTraining": sum(r.training for r in results),
+        "file_ending": FILE_ENDING,
+        "name": name,
+        "description": "mQSM: T1 (zscore), local field (ppm), QSM- (ppm), brain mask (0/1); written by mqsm_convert",
+        "mqsm": mqsm_block(options, labels, results),
+    }
+
+
+@contextmanager
+def _mapped(function: Callable[[Job], SubjectResult], jobs: Sequence[Job],
+            processes: int) -> Iterator[Iterator[SubjectResult]]:
+    """Results of `function` over `jobs` in completion order; in-process for one process.
+
+    Leaving the block terminates the pool, so no worker writes after an error, Ctrl-C or SIGTERM.
+    """
+    if processes == 1:
+        yield map(function, jobs)
+        return
+    with worker_pool(processes) as pool:
+        yield pool.imap_unordered(function, jobs)
+
+
+def default_num_processes() -> int:
+    """min(4, CPU count): conversion is FFT and I/O bound; more processes mostly cost memory."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _warn(note: str) -> None:
+    warnings.warn(note, ConversionWarning, stacklevel=3)
+
+
+def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
+                   labels_json: str | os.PathLike | None = None,
+                   options: ConversionOptions = ConversionOptions(), test_subjects: Sequence[str] = (),
+                   overwrite: bool = False, num_processes: int | None = None, progress: bool = True) -> Path:
+    """Convert an in-house cohort into `$nnUNet_raw/DatasetXXX_NAME`; returns that folder.
+
+    Warnings (`ConversionWarning`): a T1 resampled, a borderline field size, labels remapped to
+    consecutive ids, JSON labels absent from every training subject, fewer training subjects than
+    nnU-Net's 5 folds, ignored arguments, clashing nnU-Net folders for the same ID.
+
+    Raises:
+        ValueError / FileNotFoundError: bad arguments or input (the message names subject and file).
+        FileExistsError: a dataset with this ID exists and `overwrite` is false.
+        PermissionError: `$nnUNet_raw` is not writable.
+    """
+    folder_name = dataset_folder_name(dataset_id, name)
+    if num_processes is None:
+        num_processes = default_num_processes()
+    if num_processes < 1:
+        raise ValueError(f"`num_processes` must be at least 1; got {num_processes}")
+    root = writable_folder(nnunet_raw_folder())
+    _datasets_to_replace(root, dataset_id, overwrite)
+    cohort = Path(cohort)
+    try:
+        labels = LabelTable.from_json(cohort / "labels.json" if labels_json is None else labels_json)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}; put it in the cohort folder or give `labels_json`") from None
+    subjects = discover_subjects(cohort, options.file_names, test_subjects)
+    for note in options.unused_arguments() + _stale_nnunet_folders(dataset_id, folder_name):
+        _warn(note)
+    if labels.remapped:
+        _warn(f"labels JSON ids {sorted(labels.original.values())} are not consecutive; label maps are remapped to "
+              "0..N in id order (originals in dataset.json mqsm.label_ids_original)")
+    n_training = sum(s.training for s in subjects)
+    if n_training < NNUNET_FOLDS:
+        _warn(f"{n_training} training subject(s), fewer than nnU-Net's {NNUNET_FOLDS} cross-validation folds: "
+              "train with fold 'all' (nnUNetv2_train ID 3d_fullres all ...) or add labelled subjects")
+
+    with atomic_folder(root / folder_name, replaces=existing_datasets(root, dataset_id)) as build:
+        for sub in ("imagesTr", "labelsTr", "imagesTs"):
+            (build / sub).mkdir()  # qsmTr only where a subject has a reference QSM
+        jobs = [Job(subject, options, labels, build) for subject in subjects]
+        results = []
+        with tqdm(total=len(jobs), desc=folder_name, unit="subject", disable=not progress) as bar, \
+                _mapped(convert_subject, jobs, min(num_processes, len(jobs))) as done:
+            for result in done:
+                for note in result.warnings:
+                    _warn(note)
+                results.append(result)
+                bar.update()
+        present = set().union(*(r.label_ids_present for r in results if r.training))
+        absent = [label for label, new in labels.labels.items() if new not in present]
+        if absent:
+            _warn(f"labels {absent} occur in no training subject's label map")
+        (build / "dataset.json").write_text(json.dumps(dataset_json(name, options, labels, results), indent=2) + "\n")
+    return root / folder_name
