@@ -1,5 +1,5 @@
 """Synthetic phantom: determinism, label table, physics consistency, literature values, T1 contrast,
-oblique B0, the cohort layout and the `mqsm_phantom` command."""
+oblique B0, the cohort layout, the registration template and the `mqsm_phantom` command."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mqsm_nnunet.nifti import read_volume
-from mqsm_nnunet.phantom import (DEFAULT_CHI_VARIATION, LABELS, SUSCEPTIBILITY_PPB, TISSUES, REGION_TISSUE, main,
-                                 make_subject, write_cohort)
+from mqsm_nnunet.phantom import (DEFAULT_CHI_VARIATION, LABELS, SUSCEPTIBILITY_PPB, TEMPLATE_FILES, TISSUES,
+                                 REGION_TISSUE, main, make_subject, make_template, write_cohort)
 from mqsm_nnunet.phantom import cohort as cohort_module
 from mqsm_nnunet.phantom.subject import TEXTURE_PPB, TEXTURE_RELATIVE
 from mqsm_nnunet.physics import b0_direction_from_affine, forward_field
@@ -218,3 +218,48 @@ def test_interrupted_write_leaves_only_complete_subjects(tmp_path, monkeypatch):
         write_cohort(tmp_path, 3, **TINY)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.json", "sub-001"]
     assert sorted(p.name for p in (tmp_path / "sub-001").iterdir()) == sorted(f"{r}.nii.gz" for r in FILES)
+
+
+def test_template_is_the_mean_anatomy_with_its_own_folding():
+    template = make_template(**TINY)
+    again = make_template(**TINY)
+    for name in ("t1", "chi", "mask", "labels", "affine"):
+        np.testing.assert_array_equal(getattr(template, name), getattr(again, name))
+    np.testing.assert_allclose(b0_direction_from_affine(template.affine), (0, 0, 1), atol=1e-12)  # axial, as atlases
+    assert set(np.unique(make_template().labels)) == set(LABELS.values())  # every region on the default grid
+    for name, value in SUSCEPTIBILITY_PPB.items():  # literature values, no variation, no texture
+        inside = template.chi[template.labels == LABELS[name]]
+        np.testing.assert_allclose(inside, value / 1000.0, rtol=1e-6)
+    assert np.array_equal(template.mask, template.labels > 0) and np.all(template.chi[template.mask == 0] == 0)
+
+    other_seed = make_template(seed=1, **TINY)
+    nuclei = np.isin(template.labels, [LABELS[f"{s}_{side}"] for s in ("caudate", "putamen", "thalamus")
+                                       for side in "LR"])
+    assert np.array_equal(nuclei, np.isin(other_seed.labels, np.unique(template.labels[nuclei])))  # mean nuclei
+    cortex = [LABELS[f"{lobe}_cortex_{side}"] for lobe in ("frontal", "parietal") for side in "LR"]
+    assert np.mean(np.isin(template.labels, cortex) != np.isin(other_seed.labels, cortex)) > 0.01  # own folding
+    for index in (1, 2):  # not any subject of its cohort
+        assert np.mean(make_subject(index, **TINY).labels != template.labels) > 0.05
+
+
+def test_cli_writes_template_alone_or_with_a_cohort(tmp_path, capsys):
+    folder = tmp_path / "template"
+    assert main(["--template", str(folder), "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6",
+                 "--quiet"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == sorted(TEMPLATE_FILES)
+    assert json.loads((folder / "labels.json").read_text()) == LABELS
+    expected = make_template(**TINY)
+    for role in ("t1", "labels", "mask", "chi"):
+        volume = read_volume(folder / f"{role}.nii.gz", dtype=None)
+        np.testing.assert_array_equal(volume.data, getattr(expected, role))
+        np.testing.assert_allclose(volume.affine, expected.affine, atol=1e-4)
+    with pytest.raises(SystemExit):
+        main(["--template", str(folder), "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6", "--quiet"])
+    assert "--overwrite" in capsys.readouterr().err
+
+    assert main(["-o", str(tmp_path / "cohort"), "-n", "1", "--template", str(tmp_path / "t2"), "--shape", "32",
+                 "32", "24", "--voxel-size", "6", "6", "6", "--quiet"]) == 0
+    assert (tmp_path / "cohort" / "sub-001" / "t1.nii.gz").is_file() and (tmp_path / "t2" / "t1.nii.gz").is_file()
+    with pytest.raises(SystemExit):
+        main(["-o", str(tmp_path / "other")])
+    assert "-n/--subjects" in capsys.readouterr().err

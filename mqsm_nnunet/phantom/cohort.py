@@ -1,8 +1,9 @@
-"""Writing a phantom cohort in the in-house layout, and the `mqsm_phantom` command.
+"""Writing a phantom cohort in the in-house layout, its template, and the `mqsm_phantom` command.
 
 Layout: OUT/labels.json ({"background": 0, region: id, ...}) and OUT/sub-001/{t1, field, mask,
-labels, chi}.nii.gz. Each subject folder is written under a hidden temporary name and renamed when
-complete, so an interrupted run never leaves a half-written subject.
+labels, chi}.nii.gz; a template folder holds {t1, labels, mask, chi}.nii.gz and labels.json (what
+`mqsm_register --template` reads). Each folder is written under a hidden temporary name and renamed
+when complete, so an interrupted run never leaves a half-written subject or template.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from tqdm import tqdm
 from mqsm_nnunet.nifti import write_volume
 from mqsm_nnunet.phantom.anatomy import LABELS, SUSCEPTIBILITY_PPB
 from mqsm_nnunet.phantom.subject import (DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE, DEFAULT_T1_NOISE,
-                                         DEFAULT_VOXEL_SIZE, check_grid, check_levels, make_subject)
+                                         DEFAULT_VOXEL_SIZE, check_grid, check_levels, make_subject, make_template)
 
 # Entries of OUT that the generator owns (replaced with --overwrite); anything else is left alone.
 _OWNED = re.compile(r"^(labels\.json|sub-\d+|\.sub-\d+\..+)$")
+TEMPLATE_FILES = ("t1.nii.gz", "labels.nii.gz", "mask.nii.gz", "chi.nii.gz", "labels.json")
 
 
 @dataclass(frozen=True)
@@ -138,14 +140,55 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[in
                          (low, high), (time.perf_counter() - start) / n_subjects)
 
 
+def write_template(out_dir: str | os.PathLike, shape: Sequence[int] = DEFAULT_SHAPE,
+                   voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE, seed: int = 0, *, t1_noise: float = 0.0,
+                   overwrite: bool = False) -> Path:
+    """Write the template of cohort `seed` (`make_template`) as `TEMPLATE_FILES` into `out_dir`.
+
+    The folder is built under a hidden name beside `out_dir` and renamed into place; with
+    `overwrite`, the template files of an existing folder are replaced one by one, other files kept.
+
+    Raises:
+        ValueError: a bad grid / seed / noise level, or a non-empty `out_dir` without `overwrite`.
+    """
+    template = make_template(shape, voxel_size, seed, t1_noise=t1_noise)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"template output {out_dir} exists and is not a folder; choose another --template")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise ValueError(f"template folder {out_dir} is not empty; pass --overwrite (overwrite=True) to replace "
+                         "its template files, or choose another --template folder")
+    out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.absolute().parent))
+    try:
+        os.chmod(tmp, 0o755)
+        for role, data, dtype in (("t1", template.t1, np.float32), ("labels", template.labels, np.uint8),
+                                  ("mask", template.mask, np.uint8), ("chi", template.chi, np.float32)):
+            write_volume(tmp / f"{role}.nii.gz", data, template.affine, dtype)
+        _write_labels_json(tmp)
+        if out_dir.is_dir():
+            for name in TEMPLATE_FILES:
+                os.replace(tmp / name, out_dir / name)
+        else:
+            os.rename(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`mqsm_phantom`: write a synthetic cohort (in-house layout) and print its summary."""
     parser = argparse.ArgumentParser(
         prog="mqsm_phantom",
         description="Write a synthetic QSM cohort: per subject a T1, a local field map (ppm), a brain mask, "
-                    "region labels and the true susceptibility (ppm), plus labels.json. See docs/phantom.md.")
-    parser.add_argument("-o", "--output", required=True, help="output folder (created; must be empty)")
-    parser.add_argument("-n", "--subjects", type=int, required=True, help="number of subjects (>= 1)")
+                    "region labels and the true susceptibility (ppm), plus labels.json; and/or (--template) "
+                    "the cohort's registration template. See docs/phantom.md.")
+    parser.add_argument("-o", "--output", help="output folder (created; must be empty); required unless --template")
+    parser.add_argument("-n", "--subjects", type=int, help="number of subjects (>= 1); required with -o")
+    parser.add_argument("--template", metavar="DIR",
+                        help="also (or, without -o, only) write the template: mean anatomy, its own folding, "
+                             "literature chi, noise-free T1, axial grid of --shape/--voxel-size (t1, labels, mask, "
+                             "chi .nii.gz + labels.json), a target for mqsm_register")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=list(DEFAULT_SHAPE),
                         help="grid size in voxels (default: %(default)s)")
     parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("X", "Y", "Z"),
@@ -164,12 +207,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="replace labels.json and sub-* folders in a non-empty output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     args = parser.parse_args(argv)
+    if args.template is None and (args.output is None or args.subjects is None):
+        parser.error("-o/--output and -n/--subjects are required (or --template DIR to write only the template)")
+    if (args.output is None) != (args.subjects is None):
+        parser.error("-o/--output and -n/--subjects go together")
     try:
-        summary = write_cohort(args.output, args.subjects, args.shape, args.voxel_size, args.b0_dir, args.seed,
-                               noise=args.noise, t1_noise=args.t1_noise, chi_variation=args.chi_variation,
-                               overwrite=args.overwrite, progress=not args.quiet)
+        if args.output is not None:
+            summary = write_cohort(args.output, args.subjects, args.shape, args.voxel_size, args.b0_dir, args.seed,
+                                   noise=args.noise, t1_noise=args.t1_noise, chi_variation=args.chi_variation,
+                                   overwrite=args.overwrite, progress=not args.quiet)
+            if not args.quiet:
+                print(summary.report())
+        if args.template is not None:
+            folder = write_template(args.template, args.shape, args.voxel_size, args.seed, overwrite=args.overwrite)
+            if not args.quiet:
+                print(f"mqsm_phantom: template (mean anatomy, seed {args.seed}) in {folder}")
     except ValueError as error:
         parser.error(str(error))
-    if not args.quiet:
-        print(summary.report())
     return 0

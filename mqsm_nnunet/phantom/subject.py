@@ -131,18 +131,27 @@ def _clipped(rng: np.random.Generator, sd: float, limit: float, n: int) -> np.nd
     return np.clip(rng.normal(0.0, sd, n), -limit, limit)
 
 
-def _anatomy_coordinates(rng: np.random.Generator, shape: tuple[int, ...],
+def _anatomy_coordinates(rng: np.random.Generator | None, shape: tuple[int, ...],
                          voxel_size: tuple[float, ...]) -> Space:
-    """MNI-like coordinates of every voxel: image mm -> warp -> undo pose -> undo size."""
-    scale = np.exp(_clipped(rng, POSE_SCALE_SD, POSE_SCALE_LIMIT, 1) + _clipped(rng, AXIS_SCALE_SD, AXIS_SCALE_LIMIT, 3))
-    rotation = Rotation.from_euler("xyz", _clipped(rng, ROTATION_SD_DEG, ROTATION_LIMIT_DEG, 3), degrees=True).as_matrix()
-    shift = _clipped(rng, SHIFT_SD_MM, SHIFT_LIMIT_MM, 3)
-    warp = [SmoothField.draw(rng, (_FIELD_BOX[0],) * 3, (_FIELD_BOX[1],) * 3, WARP_SPACING_MM) for _ in range(3)]
+    """MNI-like coordinates of every voxel: image mm -> warp -> undo pose -> undo size.
+
+    With rng None: the mean pose (size 1, no rotation, no shift, no warp), as for the template.
+    """
+    if rng is None:
+        scale, rotation, shift, warp = np.ones(3), np.eye(3), np.zeros(3), None
+    else:
+        scale = np.exp(_clipped(rng, POSE_SCALE_SD, POSE_SCALE_LIMIT, 1) + _clipped(rng, AXIS_SCALE_SD, AXIS_SCALE_LIMIT, 3))
+        rotation = Rotation.from_euler("xyz", _clipped(rng, ROTATION_SD_DEG, ROTATION_LIMIT_DEG, 3), degrees=True).as_matrix()
+        shift = _clipped(rng, SHIFT_SD_MM, SHIFT_LIMIT_MM, 3)
+        warp = [SmoothField.draw(rng, (_FIELD_BOX[0],) * 3, (_FIELD_BOX[1],) * 3, WARP_SPACING_MM) for _ in range(3)]
     axes = [((np.arange(n, dtype=np.float32) - (n - 1) / 2) * v).astype(np.float32) for n, v in zip(shape, voxel_size)]
     image = np.meshgrid(*axes, indexing="ij")
-    displacement = [np.clip(w.sample(*image) * WARP_SD_MM, -WARP_LIMIT_MM, WARP_LIMIT_MM) for w in warp]
-    moved = [image[k] + displacement[k] - np.float32(shift[k]) for k in range(3)]
-    del image, displacement
+    if warp is not None:
+        displacement = [np.clip(w.sample(*image) * WARP_SD_MM, -WARP_LIMIT_MM, WARP_LIMIT_MM) for w in warp]
+        image = [image[k] + displacement[k] for k in range(3)]
+        del displacement
+    moved = [image[k] - np.float32(shift[k]) for k in range(3)]
+    del image
     coords = []
     for i in range(3):  # head = rotation^T (moved); mni = centre + head / size
         head = moved[0] * np.float32(rotation[0, i]) + moved[1] * np.float32(rotation[1, i]) + moved[2] * np.float32(rotation[2, i])
@@ -167,6 +176,26 @@ def _t1_lookup() -> np.ndarray:
     for name, tissue in REGION_TISSUE.items():
         lut[LABELS[name]] = TISSUES[tissue].t1w
     return lut
+
+
+def _t1_image(labels: np.ndarray, space: Space, outer: np.ndarray, bias: np.ndarray | float, t1_noise: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """T1w image (white matter ~ T1_SCALE): tissue intensities, the head outside the brain, PSF blur,
+    multiplicative `bias`, Rician noise of sigma `t1_noise` (relative to white matter)."""
+    t1 = np.where(labels > 0, _t1_lookup()[labels], head_t1w(space, outer))
+    t1 = ndimage.gaussian_filter(t1, T1_BLUR_VOXELS) * bias
+    real = t1 + t1_noise * rng.standard_normal(labels.shape, dtype=np.float32)
+    imaginary = t1_noise * rng.standard_normal(labels.shape, dtype=np.float32)
+    return (np.sqrt(real**2 + imaginary**2) * T1_SCALE).astype(np.float32)
+
+
+def _warn_if_cut(mask: np.ndarray, voxel_size: Sequence[float], what: str) -> None:
+    """UserWarning when the brain touches a face of the grid (part of it is cut off)."""
+    faces = (mask[0], mask[-1], mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1])
+    if any(face.any() for face in faces):
+        fov = " x ".join(f"{n * v:g}" for n, v in zip(mask.shape, voxel_size))
+        warnings.warn(f"{what}: the brain touches the edge of the {fov} mm field of view; "
+                      "enlarge the grid (shape x voxel size) to keep the whole brain", UserWarning, stacklevel=3)
 
 
 def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE,
@@ -213,17 +242,54 @@ def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: S
     field[mask] = clean[mask] + noise_std * rng_scan.standard_normal(int(mask.sum()), dtype=np.float32)
 
     bias = SmoothField.draw(rng_scan, *_ANATOMY_BOX, BIAS_SPACING_MM)
-    t1 = np.where(mask, _t1_lookup()[labels], head_t1w(space, outer))
-    t1 = ndimage.gaussian_filter(t1, T1_BLUR_VOXELS) * np.exp(BIAS_AMPLITUDE * bias.sample(*space.coords))
-    real = t1 + t1_noise * rng_scan.standard_normal(shape, dtype=np.float32)
-    imaginary = t1_noise * rng_scan.standard_normal(shape, dtype=np.float32)
-    t1 = (np.sqrt(real**2 + imaginary**2) * T1_SCALE).astype(np.float32)
-
-    faces = (mask[0], mask[-1], mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1])
-    if any(face.any() for face in faces):
-        fov = " x ".join(f"{n * v:g}" for n, v in zip(shape, voxel_size))
-        warnings.warn(f"subject {index}: the brain touches the edge of the {fov} mm field of view; "
-                      "enlarge the grid (shape x voxel size) to keep the whole brain", UserWarning, stacklevel=2)
+    t1 = _t1_image(labels, space, outer, np.exp(BIAS_AMPLITUDE * bias.sample(*space.coords)), t1_noise, rng_scan)
+    _warn_if_cut(mask, voxel_size, f"subject {index}")
     region_chi = {name: float(values[LABELS[name]]) for name in SUSCEPTIBILITY_PPB}
     return PhantomSubject(int(index), t1, field, chi, mask.astype(np.uint8), labels,
                           grid_affine(shape, voxel_size, b0), b0, region_chi, noise_std)
+
+
+TEMPLATE_STREAM = (0x74656D70, 0x6C617465)
+"""Entropy words after the seed that give the template its own random stream ([seed, *TEMPLATE_STREAM]),
+distinct from every subject's [seed, index]."""
+
+
+@dataclass(frozen=True)
+class PhantomTemplate:
+    """The registration target of the phantom (arrays in voxel order (i, j, k)): mean anatomy, literature
+    susceptibility (ppm, no per-subject variation or texture), T1 without bias field, axial affine."""
+
+    t1: np.ndarray
+    chi: np.ndarray
+    mask: np.ndarray
+    labels: np.ndarray
+    affine: np.ndarray
+
+
+def make_template(shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE,
+                  seed: int = 0, *, t1_noise: float = 0.0) -> PhantomTemplate:
+    """The phantom's template subject, as an atlas would be: the mean anatomy (no pose, size or warp
+    variation, mean nucleus sizes and positions) with its own gyral pattern (drawn from the template
+    stream of `seed`, so it is none of the cohort's subjects), literature chi and a noise-free T1
+    (`t1_noise` adds Rician noise as in `make_subject`).
+
+    Raises:
+        ValueError: a bad seed, grid or noise level.
+    """
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed}")
+    shape, voxel_size, b0 = check_grid(shape, voxel_size, None)
+    check_levels(0.0, t1_noise, 0.0)
+    rng_anatomy, rng_scan = (np.random.default_rng(s)
+                             for s in np.random.SeedSequence([int(seed), *TEMPLATE_STREAM]).spawn(2))
+    space = _anatomy_coordinates(None, shape, voxel_size)
+    gyri = SmoothField.draw(rng_anatomy, *_ANATOMY_BOX, GYRI_SPACING_MM)
+    labels, outer = render(space, build_anatomy(None), gyri.sample)
+    mask = labels > 0
+    literature = np.zeros(len(LABELS), dtype=np.float32)
+    for name, value in SUSCEPTIBILITY_PPB.items():
+        literature[LABELS[name]] = value / 1000.0
+    chi = np.where(mask, literature[labels], 0.0).astype(np.float32)
+    t1 = _t1_image(labels, space, outer, 1.0, t1_noise, rng_scan)
+    _warn_if_cut(mask, voxel_size, "template")
+    return PhantomTemplate(t1, chi, mask.astype(np.uint8), labels, grid_affine(shape, voxel_size, b0))

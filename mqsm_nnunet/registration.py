@@ -1,0 +1,354 @@
+"""Registration-based region labels, the paper's comparison arm (Sect. 3.3, Table 2).
+
+What the field does today instead of segmenting each subject: register a template T1 (an atlas
+brain) to the subject's T1 and carry the template's labels over. Here the template T1 is the
+moving image and the subject T1 the fixed one (ANTs, through antspyx); the labels are resampled
+with ANTs' `genericLabel` interpolator (a label-wise nearest-neighbour choice, no new values) onto
+the subject's own grid, the grid of its QSM: the QSM itself is never resampled. The label maps are
+what `mqsm_iron --seg` reads.
+
+Geometry: images go to ANTs with their NIfTI (RAS) affine turned into ITK's LPS origin and
+direction, and the labels are written with the subject's affine as nibabel reads it, so the output
+sits on exactly the subject's grid whatever the storage orientation.
+
+Repeatability: ANTs samples the metric at random points and sums over threads in an order that
+depends on the thread count. Registrations here run with `ANTS_RANDOM_SEED` set (`seed`) and ITK
+single-threaded (ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1, set before antspyx is first imported:
+ITK reads it once per process), so the same inputs give the same labels bit for bit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mqsm_nnunet.command import MQSMWarning
+from mqsm_nnunet.conversion.cohort import check_case_id
+from mqsm_nnunet.files import atomic_folder, writable_folder
+from mqsm_nnunet.labels import as_label_map, read_labels_json
+from mqsm_nnunet.nifti import Volume, read_volume, write_volume
+
+__all__ = [
+    "Method", "METHODS", "DEFAULT_METHODS", "LINEAR_OPTIONS", "DEFAULT_SEED", "Template", "SubjectRegistration",
+    "CohortRegistration", "check_label_sets", "load_template", "register_labels", "register_cohort",
+]
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+DEFAULT_SEED = 1
+REPORT_NAME = "registration.json"
+"""Written into each method folder beside the label maps: method, parameters, seed, seconds per case."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One registration method: a linear ANTs stage (`linear`: 'Rigid' or 'Affine', with `LINEAR_OPTIONS`),
+    then, when `deformable` holds `ants.registration` options, ANTs SyN started from the linear result."""
+
+    name: str
+    linear: str
+    deformable: tuple[tuple[str, object], ...] | None
+    description: str
+
+
+LINEAR_OPTIONS = (("aff_shrink_factors", (4, 2, 1)), ("aff_smoothing_sigmas", (2, 1, 0)),
+                  ("aff_iterations", (2100, 1200, 200)))
+"""Mattes mutual information (32 bins, 20 % of the voxels), from 1/4 resolution: antspyx's default
+pyramid starts at 1/6, too coarse below ~40 voxels a side (it stalls on 4-6 mm grids); on 3 mm
+grids both give the same labels."""
+
+METHODS: dict[str, Method] = {method.name: method for method in (
+    Method("rigid", "Rigid", None, "rigid (6 parameters), mutual information"),
+    Method("affine", "Affine", None, "affine (12 parameters), mutual information (as FLIRT)"),
+    Method("syn", "Affine", (("reg_iterations", (40, 20, 10)),),
+           "affine, then ANTs SyN (symmetric diffeomorphic), mutual information, 40x20x10 iterations"),
+    Method("syncc", "Affine", (("syn_metric", "CC"), ("syn_sampling", 2), ("reg_iterations", (40, 20, 10))),
+           "affine, then ANTs SyN with local cross-correlation (radius 2 voxels, as antsRegistrationSyN.sh), "
+           "40x20x10 iterations; about 4x the time of syn"),
+)}
+"""The methods by name: the paper's FLIRT / NiftyReg / ANTs columns are affine-only and deformable."""
+DEFAULT_METHODS = ("affine", "syn")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A registration template: T1 and label map (any grids in one physical space) and its label ids."""
+
+    folder: Path
+    t1: Volume
+    labels: Volume
+    label_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SubjectRegistration:
+    """Template labels on one subject's grid (`affine`), and the seconds registration and resampling took."""
+
+    labels: np.ndarray
+    affine: np.ndarray
+    seconds: float
+
+
+@dataclass
+class CohortRegistration:
+    """What `register_cohort` wrote: per method, case -> label map file and case -> seconds."""
+
+    out_dir: Path
+    template: Path
+    seed: int
+    files: dict[str, dict[str, Path]] = field(default_factory=dict)
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def seconds_per_subject(self, method: str) -> float:
+        """Mean wall-clock seconds per subject of `method`."""
+        return float(np.mean(list(self.seconds[method].values())))
+
+
+# ----------------------------------------------------------------------------------------------------
+# labels
+# ----------------------------------------------------------------------------------------------------
+def _names(ids: set[int], labels: Mapping[str, int]) -> str:
+    by_id = {label: name for name, label in labels.items()}
+    return ", ".join(f"{by_id[i]} ({i})" if i in by_id else str(i) for i in sorted(ids))
+
+
+def check_label_sets(template_ids: Sequence[int], labels: Mapping[str, int], source: str) -> None:
+    """Refuse a template whose label map does not hold exactly the regions of the cohort's labels table:
+    an unknown id would end up in no region, a missing one would leave that region empty in every subject.
+
+    Raises:
+        ValueError: naming `source`, the ids on either side only, and the fix.
+    """
+    expected = {label for label in labels.values() if label != 0}
+    present = {int(label) for label in template_ids if label != 0}
+    unknown, missing = present - expected, expected - present
+    if unknown or missing:
+        parts = ([f"ids only in the template: {_names(unknown, labels)}"] if unknown else []) + \
+                ([f"regions of the labels table missing from the template: {_names(missing, labels)}"] if missing
+                 else [])
+        raise ValueError(f"{source}: the template's label set differs from the cohort's labels table "
+                         f"({'; '.join(parts)}); use a template labelled with the same table, or pass `labels` "
+                         "with exactly the template's regions")
+
+
+def _check_same_table(template_table: Mapping[str, int], labels: Mapping[str, int], source: str) -> None:
+    """A template's own labels JSON must name every id as the cohort's does."""
+    if dict(template_table) == dict(labels):
+        return
+    differences = [f"{name}: {template_table.get(name, '-')} vs {labels.get(name, '-')}"
+                   for name in sorted(set(template_table) | set(labels)) if template_table.get(name) != labels.get(name)]
+    raise ValueError(f"{source} and the cohort's labels table differ (name: template id vs cohort id; "
+                     f"{'; '.join(differences[:8])}{' ...' if len(differences) > 8 else ''}); relabel the template "
+                     "or pass the matching table as `labels`")
+
+
+def load_template(folder: str | os.PathLike, labels: Mapping[str, int]) -> Template:
+    """Read `folder`/t1.nii.gz and `folder`/labels.nii.gz, and check the labels against `labels` (the
+    cohort's table, name -> id) and against `folder`/labels.json when the template has one.
+
+    Raises:
+        FileNotFoundError: no such folder or file.
+        ValueError: unreadable images, a label map that is not integer, or label sets that differ.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"template folder {folder} not found (`template`); it must hold t1.nii.gz and "
+                                "labels.nii.gz (e.g. written by mqsm_phantom --template DIR)")
+    t1 = read_volume(folder / "t1.nii.gz")
+    volume = read_volume(folder / "labels.nii.gz", dtype=None)
+    label_map = as_label_map(volume.data, str(folder / "labels.nii.gz"))
+    if (folder / "labels.json").is_file():
+        _check_same_table(read_labels_json(folder / "labels.json"), labels, str(folder / "labels.json"))
+    ids = tuple(int(label) for label in np.unique(label_map))
+    check_label_sets(ids, labels, str(folder / "labels.nii.gz"))
+    return Template(folder, t1, Volume(label_map, volume.affine), ids)
+
+
+# ----------------------------------------------------------------------------------------------------
+# one registration
+# ----------------------------------------------------------------------------------------------------
+def _import_ants():
+    """antspyx, with ITK single-threaded when this is the process's first import of it (see the module
+    docstring); a warning when it was imported before with another thread count."""
+    if "ants" not in sys.modules:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    elif os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS") != "1":
+        warnings.warn(MQSMWarning("antspyx was imported before mqsm_nnunet.registration without "
+                                  "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1: registrations may not repeat bit for bit"),
+                      stacklevel=3)
+    import ants
+
+    return ants
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _ants_image(ants, data: np.ndarray, affine: np.ndarray):
+    """An ANTs image of a voxel-order array and its NIfTI (RAS) affine: ITK wants LPS origin and direction."""
+    affine = np.asarray(affine, dtype=float)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    return ants.from_numpy(np.asarray(data, dtype=np.float32), origin=tuple(_RAS_TO_LPS @ affine[:3, 3]),
+                           spacing=tuple(spacing), direction=_RAS_TO_LPS @ affine[:3, :3] / spacing)
+
+
+def _method(method: str | Method) -> Method:
+    if isinstance(method, Method):
+        return method
+    if method not in METHODS:
+        raise ValueError(f"unknown registration method {method!r} (`methods`); choose from {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or int(seed) != seed or seed < 1:
+        raise ValueError(f"`seed` must be an integer >= 1 (ANTs reads 0 as 'seed from the clock'), got {seed!r}")
+    return int(seed)
+
+
+def register_labels(template: Template, t1: Volume, grid_affine: np.ndarray, grid_shape: Sequence[int],
+                    method: str | Method = "syn", seed: int = DEFAULT_SEED) -> SubjectRegistration:
+    """Register the template T1 to the subject `t1` and carry the template labels onto the subject grid
+    (`grid_affine`, `grid_shape`: the grid of the subject's QSM, in the T1's physical space).
+
+    Returns the labels as an int64 array in voxel order of that grid.
+
+    Raises:
+        ValueError: unknown method, bad seed, or a T1 holding NaN.
+        RuntimeError: ANTs failed.
+    """
+    method, seed = _method(method), _check_seed(seed)
+    if not np.all(np.isfinite(t1.data)):
+        raise ValueError("the subject T1 holds NaN or infinite values; ANTs cannot register it")
+    ants = _import_ants()
+    start = time.perf_counter()
+    fixed = _ants_image(ants, t1.data, t1.affine)
+    moving = _ants_image(ants, template.t1.data, template.t1.affine)
+    grid = _ants_image(ants, np.zeros(tuple(int(n) for n in grid_shape), np.float32), grid_affine)
+    with tempfile.TemporaryDirectory(prefix="mqsm_register_") as scratch, \
+            _environment("ANTS_RANDOM_SEED", str(seed)):
+        transforms = ants.registration(fixed, moving, type_of_transform=method.linear,
+                                       outprefix=os.path.join(scratch, "linear_"), **dict(LINEAR_OPTIONS))["fwdtransforms"]
+        if method.deformable is not None:
+            transforms = ants.registration(fixed, moving, type_of_transform="SyNOnly", initial_transform=transforms,
+                                           outprefix=os.path.join(scratch, "syn_"),
+                                           **dict(method.deformable))["fwdtransforms"]
+        warped = ants.apply_transforms(grid, _ants_image(ants, template.labels.data, template.labels.affine),
+                                       transforms, interpolator="genericLabel")
+        labels = np.rint(warped.numpy()).astype(np.int64)
+    return SubjectRegistration(labels, np.asarray(grid_affine, dtype=float), time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a cohort
+# ----------------------------------------------------------------------------------------------------
+def _subject_folders(cohort: Path, cases: Sequence[str] | None, names: Sequence[str]) -> dict[str, Path]:
+    """Case id -> subject folder (non-hidden subfolders of `cohort`, or the named `cases`), each
+    holding the files in `names`."""
+    if not cohort.is_dir():
+        raise FileNotFoundError(f"cohort folder {cohort} not found (`cohort`)")
+    folders = {p.name: p for p in sorted(cohort.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    if cases is not None:
+        unknown = sorted(set(cases) - set(folders))
+        if unknown:
+            raise ValueError(f"`cases` names subjects not in {cohort}: {unknown}; subjects there: {sorted(folders)}")
+        folders = {case: folders[case] for case in sorted(set(cases))}
+    if not folders:
+        raise ValueError(f"no subjects in {cohort}: expected one folder per subject (e.g. {cohort}/sub-001/{names[0]})")
+    for case, folder in folders.items():
+        check_case_id(case)
+        for name, parameter in zip(names, ("t1_name", "grid_name")):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{case}: {folder / name}: missing (set the file name with `{parameter}`)")
+    return folders
+
+
+def _label_dtype(ids: Sequence[int]) -> type:
+    return np.uint8 if max(ids) < 2**8 else np.uint16 if max(ids) < 2**16 else np.int32
+
+
+def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike, out_dir: str | os.PathLike,
+                    methods: Sequence[str] = DEFAULT_METHODS, *, cases: Sequence[str] | None = None,
+                    labels: str | os.PathLike | None = None, t1_name: str = "t1.nii.gz",
+                    grid_name: str = "field.nii.gz", seed: int = DEFAULT_SEED, overwrite: bool = False,
+                    progress: bool = False) -> CohortRegistration:
+    """Carry the template's labels onto every subject (or `cases`) of an in-house cohort with each of
+    `methods`, writing `out_dir`/<method>/<case>.nii.gz on the grid of the subject's `grid_name`
+    (default: its field map, i.e. its QSM's grid) plus `out_dir`/<method>/registration.json.
+
+    All method folders are built aside and moved into `out_dir` only when every registration
+    succeeded; other entries of `out_dir` are left alone.
+
+    Args:
+        labels: the cohort's labels JSON (default: `cohort`/labels.json); the template must hold
+            exactly its regions.
+        t1_name, grid_name: file names inside each subject folder.
+        overwrite: replace existing method folders in `out_dir`.
+
+    Raises:
+        FileNotFoundError: a missing folder or file.
+        ValueError: bad arguments, unreadable images, label sets that differ, existing outputs
+            without `overwrite`.
+        RuntimeError: ANTs failed on a subject (the message names it).
+    """
+    cohort, out_dir = Path(cohort), Path(out_dir)
+    chosen = [_method(name) for name in dict.fromkeys(methods)]
+    if not chosen:
+        raise ValueError("no registration method given (`methods`)")
+    seed = _check_seed(seed)
+    table = read_labels_json(Path(labels) if labels is not None else cohort / "labels.json")
+    folders = _subject_folders(cohort, cases, (t1_name, grid_name))
+    writable_folder(out_dir)
+    existing = [str(out_dir / m.name) for m in chosen if (out_dir / m.name).exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{', '.join(existing)} already exist(s); pass `overwrite` to replace, or choose another "
+                         "`out_dir`")
+    loaded = load_template(template, table)
+    dtype = _label_dtype(loaded.label_ids)
+    report = CohortRegistration(out_dir.absolute(), loaded.folder.absolute(), seed)
+    ants = _import_ants()
+    with atomic_folder(out_dir, merge=True) as build, \
+            tqdm(total=len(folders) * len(chosen), desc="mqsm_register", unit="registration",
+                 disable=not progress) as bar:
+        for case, folder in folders.items():
+            t1 = read_volume(folder / t1_name)
+            grid = read_volume(folder / grid_name, dtype=None)
+            for m in chosen:
+                bar.set_postfix_str(f"{case} {m.name}")
+                try:
+                    result = register_labels(loaded, t1, grid.affine, grid.data.shape, m, seed)
+                except RuntimeError as error:
+                    raise RuntimeError(f"{case}: ANTs registration ({m.name}) failed: {error}") from None
+                write_volume(build / m.name / f"{case}.nii.gz", result.labels, grid.affine, dtype)
+                report.files.setdefault(m.name, {})[case] = report.out_dir / m.name / f"{case}.nii.gz"
+                report.seconds.setdefault(m.name, {})[case] = result.seconds
+                bar.update()
+        for m in chosen:
+            (build / m.name / REPORT_NAME).write_text(json.dumps({
+                "method": m.name, "description": m.description, "ants_linear": m.linear,
+                "ants_linear_options": dict(LINEAR_OPTIONS),
+                "ants_syn_options": None if m.deformable is None else dict(m.deformable),
+                "interpolator": "genericLabel", "antspyx": ants.__version__,
+                "seed": seed, "itk_threads": 1, "template": str(report.template), "cohort": str(cohort.absolute()),
+                "grid_file": grid_name, "seconds_per_case": report.seconds[m.name],
+                "seconds_per_subject": report.seconds_per_subject(m.name)}, indent=2) + "\n")
+    return report

@@ -1,0 +1,156 @@
+"""Registration arm (`mqsm_register`, paper Table 2): label maps land on each subject's own grid in the
+right place, whatever the storage orientation; registering a subject to itself is the identity;
+the same inputs give the same labels; label-set mismatches and user errors are refused in one line."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from mqsm_nnunet.nifti import read_volume, write_volume
+from mqsm_nnunet.phantom import LABELS, write_cohort, write_template
+from mqsm_nnunet.registration import METHODS, load_template, register_cohort, register_labels
+from mqsm_nnunet.registration_cli import main
+
+TINY = dict(shape=(32, 32, 24), voxel_size=(6.0, 6.0, 6.0))
+ROLES = ("t1", "field", "mask", "labels")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Two oblique 6 mm subjects, a third that is sub-001 stored with its i axis reversed, and the
+    template on the default 3 mm grid (atlases are finer than the subjects, as MNI at 1 mm)."""
+    root = tmp_path_factory.mktemp("registration")
+    cohort = root / "cohort"
+    write_cohort(cohort, 2, b0_dir=(0.0, 0.26, 0.97), **TINY)
+    for role in ROLES:
+        image = nib.load(cohort / "sub-001" / f"{role}.nii.gz")
+        flip = np.eye(4)
+        flip[0, 0], flip[0, 3] = -1, image.shape[0] - 1
+        write_volume(cohort / "sub-003" / f"{role}.nii.gz", np.asarray(image.dataobj)[::-1], image.affine @ flip,
+                     image.get_data_dtype())
+    write_template(root / "template")
+    return root
+
+
+def dice_per_region(labels: np.ndarray, truth: np.ndarray) -> list[float]:
+    return [2 * np.sum((labels == i) & (truth == i)) / (np.sum(labels == i) + np.sum(truth == i))
+            for i in np.unique(truth) if i != 0]
+
+
+def world_centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    return affine[:3, :3] @ np.argwhere(mask).mean(axis=0) + affine[:3, 3]
+
+
+def test_cli_writes_label_maps_on_each_subject_grid(data, capsys):
+    out = data / "registered"
+    assert main(["-i", str(data / "cohort"), "--template", str(data / "template"), "-o", str(out),
+                 "--method", "affine", "--quiet"]) == 0
+    template_ids = set(np.unique(read_volume(data / "template" / "labels.nii.gz", dtype=None).data))
+    assert template_ids == set(LABELS.values())
+    carried = {}
+    for case in ("sub-001", "sub-002", "sub-003"):
+        field = nib.load(data / "cohort" / case / "field.nii.gz")
+        written = nib.load(out / "affine" / f"{case}.nii.gz")
+        assert written.shape == field.shape
+        np.testing.assert_array_equal(written.affine, field.affine)  # the subject's own header, exactly
+        labels = np.asarray(written.dataobj)
+        assert labels.dtype == np.uint8
+        assert set(np.unique(labels)) <= template_ids and len(np.unique(labels)) >= len(template_ids) - 2
+        truth = read_volume(data / "cohort" / case / "labels.nii.gz", dtype=None).data
+        distances = [np.linalg.norm(world_centroid(labels == i, field.affine) - world_centroid(truth == i, field.affine))
+                     for i in np.unique(truth) if i and np.any(labels == i)]
+        assert np.mean(distances) < 6.0  # regions land within a voxel of where they are, on average
+        for name in ("caudate_L", "putamen_L", "thalamus_L"):  # RAS: the subject's left is world x < 0
+            assert world_centroid(labels == LABELS[name], field.affine)[0] < -5
+            assert world_centroid(labels == LABELS[name.replace("_L", "_R")], field.affine)[0] > 5
+        carried[case] = labels
+    # sub-003 is sub-001 stored mirrored in voxel order: the labels follow the anatomy, not the index
+    assert np.mean(carried["sub-003"][::-1] == carried["sub-001"]) > 0.95
+    report = json.loads((out / "affine" / "registration.json").read_text())
+    assert set(report["seconds_per_case"]) == {"sub-001", "sub-002", "sub-003"}
+    assert report["seed"] == 1 and report["interpolator"] == "genericLabel"
+    assert sorted(p.name for p in out.iterdir()) == ["affine"]  # nothing hidden left behind
+
+
+def test_registering_a_subject_to_itself_is_the_identity(data, tmp_path):
+    subject = data / "cohort" / "sub-002"
+    for role in ("t1", "labels"):
+        (tmp_path / f"{role}.nii.gz").write_bytes((subject / f"{role}.nii.gz").read_bytes())
+    template = load_template(tmp_path, LABELS)
+    t1 = read_volume(subject / "t1.nii.gz")
+    result = register_labels(template, t1, t1.affine, t1.data.shape, "affine")
+    truth = read_volume(subject / "labels.nii.gz", dtype=None).data
+    assert set(np.unique(result.labels)) == set(np.unique(truth))
+    assert np.mean(dice_per_region(result.labels, truth)) > 0.95
+    assert result.seconds > 0
+
+
+def test_same_inputs_give_the_same_labels(data):
+    template = load_template(data / "template", LABELS)
+    t1 = read_volume(data / "cohort" / "sub-001" / "t1.nii.gz")
+    first, second = (register_labels(template, t1, t1.affine, t1.data.shape, "syn").labels for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+
+
+def copy_template(data, folder):
+    folder.mkdir()
+    for name in ("t1.nii.gz", "labels.nii.gz", "labels.json"):
+        (folder / name).write_bytes((data / "template" / name).read_bytes())
+    return folder
+
+
+def test_label_set_mismatch_is_refused(data, tmp_path, capsys):
+    renamed = copy_template(data, tmp_path / "renamed")
+    table = dict(LABELS)
+    table["caudate_L"], table["caudate_R"] = table["caudate_R"], table["caudate_L"]
+    (renamed / "labels.json").write_text(json.dumps(table))
+    with pytest.raises(ValueError, match="caudate_L: 2 vs 1"):
+        load_template(renamed, LABELS)
+
+    missing = copy_template(data, tmp_path / "missing")
+    labels = read_volume(missing / "labels.nii.gz", dtype=None)
+    write_volume(missing / "labels.nii.gz", np.where(labels.data == LABELS["dentate_R"], 0, labels.data),
+                 labels.affine, np.uint8)
+    with pytest.raises(ValueError, match=r"missing from the template: dentate_R \(14\)"):
+        load_template(missing, LABELS)
+
+    out = tmp_path / "out"
+    assert main(["-i", str(data / "cohort"), "--template", str(missing), "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "dentate_R" in err and "--labels" in err
+    assert not out.exists()
+
+
+def test_cli_user_errors_exit_1_in_one_line(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["-i", str(data / "cohort"), "--template", str(tmp_path / "nowhere"), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mqsm_register: error: template folder") and "--template" in err
+    assert err.count("\n") == 1 and "Traceback" not in err and not out.exists()
+
+    assert main(["-i", str(data / "cohort"), "--template", str(data / "template"), "-o", str(out),
+                 "--cases", "sub-009"]) == 1
+    assert "sub-009" in capsys.readouterr().err
+
+    (out / "affine").mkdir(parents=True)
+    assert main(["-i", str(data / "cohort"), "--template", str(data / "template"), "-o", str(out),
+                 "--method", "affine"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-i", str(data / "cohort"), "--template", str(data / "template"), "-o", str(out), "--method", "flirt"])
+    assert exit_info.value.code == 2
+
+
+def test_library_refuses_bad_arguments(data, tmp_path):
+    with pytest.raises(ValueError, match="unknown registration method"):
+        register_cohort(data / "cohort", data / "template", tmp_path / "out", ["niftyreg"])
+    with pytest.raises(ValueError, match="`seed`"):
+        register_cohort(data / "cohort", data / "template", tmp_path / "out", ["affine"], seed=0)
+    with pytest.raises(FileNotFoundError, match="`grid_name`"):
+        register_cohort(data / "cohort", data / "template", tmp_path / "out", ["affine"], grid_name="qsm.nii.gz")
+    assert not (tmp_path / "out").exists()
+    assert {"affine", "syn"} <= set(METHODS)
