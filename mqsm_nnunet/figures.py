@@ -1,5 +1,6 @@
 """QC figures: orthogonal slices of QSM / QSM- / labels (paper Figs. 2-3), the mutual-attention map
-(Fig. 4), a per-method comparison row plot, and the cohort plot of the iron analysis.
+(Fig. 4), a per-method comparison row plot, the cohort plot of the iron analysis and the per-group
+difference plot of its Table 2.
 
 Drawing only: every function takes numpy arrays and writes one PNG. matplotlib is used through
 `Figure` objects rendered by the Agg canvas (no pyplot, so no global figure state and no GUI backend).
@@ -44,6 +45,7 @@ __all__ = [
     "attention_figure",
     "method_comparison_figure",
     "iron_plot",
+    "difference_plot",
 ]
 
 QSM_WINDOW_PPM = (-0.15, 0.25)
@@ -456,4 +458,51 @@ def iron_plot(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save(figure, out_png, dpi)
+
+
+def difference_plot(
+    out_png: str | os.PathLike,
+    groups: Mapping[str, Mapping[str, Sequence[float]]],
+    title: str = "",
+    ylabel: str = "difference to the reference (ppb)",
+    dpi: float = 100,
+) -> Path:
+    """One panel per region group; in it one box per method (median, quartiles, whiskers at 1.5 IQR)
+    with every value drawn as a point over it (spread sideways evenly, no randomness).
+
+    Args:
+        groups: group name -> method name -> values (e.g. per subject and region, method minus
+            reference); a method without values in a group gets an empty slot. Every group must
+            list the same methods, in the same order.
+
+    Raises:
+        ValueError: no group, or groups listing different methods.
+    """
+    if not groups:
+        raise ValueError("groups is empty: pass at least one group name -> method name -> values")
+    methods = list(next(iter(groups.values())))
+    for name, per_method in groups.items():
+        if list(per_method) != methods:
+            raise ValueError(f"group {name!r} lists methods {list(per_method)}, the first group {methods}; "
+                             "every group must list the same methods")
+    figure = Figure(figsize=(max(6.0, (1.2 + 0.7 * len(methods)) * len(groups)), 4.2), layout="constrained")
+    axes = figure.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    colours = matplotlib.colormaps["tab10"]
+    for ax, (name, per_method) in zip(axes, groups.items()):
+        for x, method in enumerate(methods, start=1):
+            values = np.asarray(per_method[method], dtype=float)
+            values = values[np.isfinite(values)]
+            if values.size:
+                ax.boxplot(values, positions=[x], widths=0.6, showfliers=False,
+                           medianprops={"color": colours(x - 1)})
+                spread = np.linspace(-0.2, 0.2, values.size) if values.size > 1 else np.zeros(1)
+                ax.plot(x + spread, values, "o", markersize=3, alpha=0.6, color=colours(x - 1))
+        ax.axhline(0.0, color="0.6", linewidth=0.8)
+        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(0.4, len(methods) + 0.6)
+        ax.set_title(name, fontsize=10)
+    axes[0].set_ylabel(ylabel)
+    if title:
+        figure.suptitle(title)
     return _save(figure, out_png, dpi)
