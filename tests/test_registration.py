@@ -154,3 +154,21 @@ def test_library_refuses_bad_arguments(data, tmp_path):
         register_cohort(data / "cohort", data / "template", tmp_path / "out", ["affine"], grid_name="qsm.nii.gz")
     assert not (tmp_path / "out").exists()
     assert {"affine", "syn"} <= set(METHODS)
+
+
+def test_demo_registration_arm_writes_table2_and_says_what_it_shows(data, tmp_path):
+    from mqsm_nnunet.demo_registration import registration_table2
+
+    cohort, cases = data / "cohort", ["sub-001", "sub-002"]
+    chi = {case: cohort / case / "chi.nii.gz" for case in cases}
+    truth = {case: cohort / case / "labels.nii.gz" for case in cases}
+    result = registration_table2(cohort, cases, chi, truth, chi, truth, tmp_path / "arm", methods=["affine"],
+                                 template_shape=(48, 48, 36), template_voxel_size=(4.0, 4.0, 4.0))
+    assert result.table.columns == ("mQSM", "Affine")
+    by_key = {(d.group, d.column): d for d in result.table.group_differences}
+    assert by_key[("all", "mQSM")].mean_abs_difference_ppb == 0.0  # the mQSM column here is the truth itself
+    assert "cortex: mQSM closer to the truth than Affine" in result.verdict
+    assert result.figure.is_file() and "| Region | Ground truth | mQSM | Affine |" in result.markdown
+    for case, path in result.summary_json["registered_labels"]["affine"].items():
+        assert nib.load(path).shape == nib.load(cohort / case / "field.nii.gz").shape
+    assert result.summary_json["seconds_per_subject"]["affine"] > 0
