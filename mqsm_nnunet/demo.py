@@ -2,7 +2,8 @@
 
 phantom cohort -> mqsm_convert -> mqsm_plan_and_preprocess -> nnUNetv2_train (mQSMTrainer_tiny)
 -> mqsm_predict on the held-out subjects -> classical baselines on the same fields -> QSM and
-segmentation metrics against the phantom's truth -> iron table (mQSM vs truth) -> QC figures ->
+segmentation metrics against the phantom's truth -> iron table (mQSM vs truth) -> registration arm
+(template labels by ANTs, Table 2 with mQSM and truth; `demo_registration`) -> QC figures ->
 results/summary.md and results/summary.json. The nnU-Net steps run the real command-line tools as
 subprocesses; everything else calls the public functions of the package. All nnU-Net folders live
 inside the output folder, so the demo never touches a user's own nnUNet_raw/results.
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> Path:
     env = demo_environment(out, args.epochs, args.iterations)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
                                           "nnUNet_extTrainer")})
-    steps = Steps(9, out / "logs")
+    steps = Steps(10, out / "logs")
 
     steps.begin(f"phantom cohort: {args.subjects} subjects")
     cohort = out / "cohort"
@@ -174,11 +175,23 @@ def run(args: argparse.Namespace) -> Path:
                              compare_qsm_files=truth, compare_seg_files=true_labels,
                              set_names=("mQSM", "Ground truth"))
 
+    steps.begin("registration arm: template labels by ANTs (affine, SyN) against mQSM and the truth (Table 2)")
+    from mqsm_nnunet.demo_registration import registration_table2
+
+    arm = registration_table2(cohort, test_cases, method_files["mQSM"], predicted_seg, truth, true_labels,
+                              results / "registration", seed=args.seed, template_shape=args.shape,
+                              template_voxel_size=args.voxel_size)
+
     steps.begin("figures")
     figures = _figures(cohort, raw, test_cases, method_files, predicted_seg, out, results)
 
     _write_summary(results, args, summary, test_cases, method_files, qsm_tables, seg_summary, iron, figures,
                    cohort, predictions, device)
+    with open(results / "summary.md", "a") as stream:
+        stream.write("\n" + arm.markdown)
+    summary_json = json.loads((results / "summary.json").read_text())
+    summary_json["registration_table2"] = arm.summary_json
+    (results / "summary.json").write_text(json.dumps(summary_json, indent=2, default=float))
     print(f"done in {time.perf_counter() - steps.start:.0f} s: read {results / 'summary.md'}")
     return results
 
