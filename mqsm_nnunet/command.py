@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import multiprocessing
 import multiprocessing.pool
+import os
 import signal
 import sys
 import threading
@@ -75,7 +76,13 @@ def _sigterm_raises() -> Iterator[None]:
         yield
         return
 
+    owner = os.getpid()
+
     def terminate(signum, frame):
+        if os.getpid() != owner:  # a forked child (nnU-Net's fork pools) inherited this: die as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, terminate)
