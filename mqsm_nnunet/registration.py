@@ -91,10 +91,9 @@ class Template:
 
 @dataclass(frozen=True)
 class SubjectRegistration:
-    """Template labels on one subject's grid (`affine`), and the seconds registration and resampling took."""
+    """Template labels on one subject's grid (voxel order), and the seconds registration and resampling took."""
 
     labels: np.ndarray
-    affine: np.ndarray
     seconds: float
 
 
@@ -255,7 +254,7 @@ def register_labels(template: Template, t1: Volume, grid_affine: np.ndarray, gri
         warped = ants.apply_transforms(grid, _ants_image(ants, template.labels.data, template.labels.affine),
                                        transforms, interpolator="genericLabel")
         labels = np.rint(warped.numpy()).astype(np.int64)
-    return SubjectRegistration(labels, np.asarray(grid_affine, dtype=float), time.perf_counter() - start)
+    return SubjectRegistration(labels, time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------------------------------------
