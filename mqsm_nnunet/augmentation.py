@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+from batchgeneratorsv2.transforms.base.basic_transform import ImageOnlyTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.move_channels import MoveChannelsTransform
@@ -21,6 +23,31 @@ from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
 from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
 
 PARKING_KEY = "regression_target"
+N_COORDINATE_CHANNELS = 3
+
+
+class AppendVoxelCoordinates(ImageOnlyTransform):
+    """Appends 3 channels holding each voxel's index along the 3 axes, counted from 1 (0 = outside).
+
+    Put first in the pipeline (and shielded like the physical channels), these channels come out of
+    the spatial transform and mirroring holding, for each patch voxel, the position it was sampled
+    from: a linear function of the patch position, x_source = A x_patch + t, from which the trainer
+    reads A (rotation, scaling, flips) and turns B0 into the patch's own voxel frame. Trilinear
+    interpolation reproduces a linear function exactly, so A is exact wherever the patch lies inside
+    the sampled data.
+    """
+
+    def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
+        if img.ndim != 4:
+            raise ValueError(f"expected a 3D image (C, X, Y, Z), got shape {tuple(img.shape)}")
+        axes = [torch.arange(1, n + 1, dtype=img.dtype) for n in img.shape[1:]]
+        grids = torch.meshgrid(*axes, indexing="ij")
+        return torch.cat([img, torch.stack(grids)], dim=0)
+
+
+def with_voxel_coordinates(pipeline: ComposeTransforms) -> ComposeTransforms:
+    """`pipeline` with `AppendVoxelCoordinates` in front (the coordinates become the last 3 channels)."""
+    return ComposeTransforms([AppendVoxelCoordinates(), *pipeline.transforms])
 
 
 def protect_physical_channels(pipeline: ComposeTransforms, physical_channels: Sequence[int],

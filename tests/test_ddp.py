@@ -36,7 +36,8 @@ def _build_net() -> MQSMNet:
                   nonlin_kwargs={"inplace": True}, deep_supervision=True, recon_width=8, recon_blocks=2,
                   recon_skip_channels=4, fusion="mtrans", fusion_stages=(2, 3))
     net.apply(net.initialize)
-    net.return_qsm = True
+    with torch.no_grad():  # a trained output layer (zero at initialization), so the trunk gets gradients
+        net.recon.out_conv.weight.normal_(std=0.1)
     return net.double().eval()  # eval: dropout off (instance norm has no running statistics)
 
 
@@ -50,7 +51,7 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _loss(net: nn.Module, x: torch.Tensor, target: torch.Tensor, w_rec: float, w_seg: float) -> torch.Tensor:
     """w_rec * L_rec + w_seg * sum_i 2^-i CE_i over all deep-supervision outputs (per-sample means)."""
-    seg, qsm = net(x)
+    seg, qsm = net(x, with_qsm=True)
     l_rec = ReconstructionLoss()(qsm, x[:, 2:3], x[:, 1:2], x[:, 3:4]).total
     l_seg = 0.0
     for i, out in enumerate(seg):

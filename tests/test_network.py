@@ -174,8 +174,7 @@ def test_inference_mode_returns_one_tensor_and_qsm_on_request(plan):
     with torch.no_grad():
         seg = net(x)
         assert isinstance(seg, torch.Tensor) and seg.shape == (2, 3, *size)
-        net.return_qsm = True
-        seg_again, qsm = net(x)
+        seg_again, qsm = net(x, with_qsm=True)
     torch.testing.assert_close(seg_again, seg)
     assert qsm.shape == (2, 1, *size)
 
@@ -184,13 +183,14 @@ def test_qsm_depends_only_on_qsm_minus_channel():
     """The reconstruction net sees QSM- only, so the QSM works from the field map alone."""
     torch.manual_seed(0)
     net = tiny_net().eval()
-    net.return_qsm = True
+    with torch.no_grad():  # a trained output layer (zero at initialization)
+        net.recon.out_conv.weight.normal_()
     x = torch.randn(1, 4, 24, 40, 56)
     y = x.clone()
     y[:, [0, 1, 3]] = torch.randn(1, 3, 24, 40, 56)
     with torch.no_grad():
-        seg_x, qsm_x = net(x)
-        seg_y, qsm_y = net(y)
+        seg_x, qsm_x = net(x, with_qsm=True)
+        seg_y, qsm_y = net(y, with_qsm=True)
     torch.testing.assert_close(qsm_x, qsm_y)
     assert not torch.allclose(seg_x[0], seg_y[0])
     with torch.no_grad():
@@ -214,19 +214,18 @@ def _recon_loss(qsm, x):
 def test_segmentation_loss_does_not_train_the_reconstruction_net():
     torch.manual_seed(0)
     net = tiny_net()
-    with torch.no_grad():  # at its initial 0 the residual gate passes no gradient to the output conv
-        net.recon.residual_scale.fill_(0.5)
-    net.return_qsm = True
+    with torch.no_grad():  # a trained output layer: at 0 it passes no gradient into the trunk
+        net.recon.out_conv.weight.normal_(std=0.1)
     x = torch.randn(2, 4, 24, 40, 56)
     target = torch.randint(0, 3, (2, 24, 40, 56))
-    seg, qsm = net(x)
+    seg, qsm = net(x, with_qsm=True)
     _seg_loss(seg, target).backward()
     for p in net.reconstruction_parameters():
         assert p.grad is None or not p.grad.any()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.segmentation_parameters())
 
     net.zero_grad(set_to_none=True)
-    seg, qsm = net(x)
+    seg, qsm = net(x, with_qsm=True)
     _recon_loss(qsm, x).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.reconstruction_parameters())
     assert all(p.grad is None for p in net.segmentation_parameters())
@@ -247,11 +246,12 @@ def test_fusion_variants_train_one_step(fusion):
     torch.manual_seed(0)
     net = tiny_net("iso4", fusion=fusion, fusion_stages=(2, -1))
     assert len(net.encoder.fusions) == (0 if fusion == "none" else 2)
-    net.return_qsm = True
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-2)
     x = torch.randn(2, 4, 24, 32, 40)
     target = torch.randint(0, 3, (2, 24, 32, 40))
-    seg, qsm = net(x)
+    with torch.no_grad():  # a trained output layer: at 0 it passes no gradient into the trunk
+        net.recon.out_conv.weight.normal_(std=0.1)
+    seg, qsm = net(x, with_qsm=True)
     loss = _recon_loss(qsm, x) + _seg_loss(seg, target)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
@@ -321,9 +321,22 @@ def test_unknown_keyword_is_rejected_and_inputs_are_checked():
         net(torch.zeros(1, 4, 24, 40, 54))
 
 
-def test_untrained_reconstruction_returns_qsm_minus():
-    """The residual gate starts at 0: before training the QSM output is exactly the QSM- input."""
+def test_untrained_reconstruction_returns_qsm_minus_and_every_weight_learns_within_two_steps():
+    """The output layer starts at 0 (also after nnU-Net's He init): before training the QSM is exactly
+    QSM-; the first step's gradient reaches the output layer, the second every trunk weight."""
+    torch.manual_seed(0)
     net = tiny_net()
+    net.apply(net.initialize)
     net.eval()
     x = torch.randn(1, 4, 24, 40, 56)
     assert torch.equal(net.reconstruct(x), x[:, 2:3])
+    net.train()
+    optimizer = torch.optim.SGD(net.reconstruction_parameters(), lr=1e-2)
+    target = torch.randn(1, 1, 24, 40, 56)
+    for step in range(2):
+        optimizer.zero_grad()
+        ((net.reconstruct(x) - target) ** 2).mean().backward()
+        if step == 0:
+            assert net.recon.out_conv.weight.grad.abs().sum() > 0
+        optimizer.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.reconstruction_parameters())

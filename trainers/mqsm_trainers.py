@@ -4,6 +4,10 @@ The classes live in the installed package: nnU-Net drops the modules it imported
 after the lookup, and its spawn pools must be able to pickle the trainer by its real module.
 """
 from mqsm_nnunet.training.trainer import mQSMTrainer
-from mqsm_nnunet.training.variants import mQSMTrainer_SA, mQSMTrainer_tiny, mQSMTrainer_UNet
+from mqsm_nnunet.training.variants import (mQSMTrainer_paperLoss, mQSMTrainer_SA, mQSMTrainer_tiny,
+                                           mQSMTrainer_tiny_paperLoss, mQSMTrainer_tiny_SA, mQSMTrainer_tiny_UNet,
+                                           mQSMTrainer_UNet, nnUNetTrainer_tinyLength, nnUNetTrainer_tinyRecipe)
 
-__all__ = ["mQSMTrainer", "mQSMTrainer_tiny", "mQSMTrainer_UNet", "mQSMTrainer_SA"]
+__all__ = ["mQSMTrainer", "mQSMTrainer_tiny", "mQSMTrainer_UNet", "mQSMTrainer_SA", "mQSMTrainer_paperLoss",
+           "mQSMTrainer_tiny_UNet", "mQSMTrainer_tiny_SA", "mQSMTrainer_tiny_paperLoss",
+           "nnUNetTrainer_tinyLength", "nnUNetTrainer_tinyRecipe"]

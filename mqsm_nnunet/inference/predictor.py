@@ -32,11 +32,7 @@ class _QSMAsExtraChannel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.qsm_only:
             return self.network.reconstruct(x)
-        self.network.return_qsm = True
-        try:
-            segmentation, qsm = self.network(x)
-        finally:
-            self.network.return_qsm = False
+        segmentation, qsm = self.network(x, with_qsm=True)
         return torch.cat([segmentation, qsm.to(segmentation.dtype)], dim=1)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):

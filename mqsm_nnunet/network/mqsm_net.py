@@ -146,12 +146,12 @@ class MQSMNet(nn.Module):
         fusion_stages: encoder stage indices whose output is fused (-1 = bottleneck).
 
     Attributes:
-        return_qsm: False (default): forward returns the segmentation output only (a tensor, or the
-            deep-supervision list, highest resolution first), as nnU-Net's predictor expects. True:
-            forward returns (segmentation output, QSM (B, 1, *S)). Training must use True and put the
-            QSM in the loss: otherwise the reconstruction net's last conv gets no gradient, which
-            DistributedDataParallel rejects.
         decoder.deep_supervision: nnU-Net's switch, as for PlainConvUNet.
+
+    ``forward(x)`` returns the segmentation output only (a tensor, or the deep-supervision list,
+    highest resolution first), as nnU-Net's predictor expects; ``forward(x, with_qsm=True)`` returns
+    (segmentation output, QSM). Training goes through ``forward`` with keywords (not another method)
+    so that DistributedDataParallel's hooks see the call.
 
     Raises:
         ValueError: conv_op not 3D, inconsistent per-stage lists, channel indices out of range or
@@ -206,7 +206,6 @@ class MQSMNet(nn.Module):
         self.qsm_minus_channel = int(qsm_minus_channel)
         self.fusion = fusion
         self.fusion_stages = normalized
-        self.return_qsm = False
 
         self.recon = ReconstructionNet(width=recon_width, n_blocks=recon_blocks, skip_channels=recon_skip_channels)
         self.encoder = TwoStreamEncoder(len(t1_channels), recon_skip_channels, n_stages, features, conv_op,
@@ -215,17 +214,29 @@ class MQSMNet(nn.Module):
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_decoder, deep_supervision)
         self._total_stride = [int(v) for v in np.prod(np.array(self.encoder.strides), axis=0)]
 
-    def forward(self, x: torch.Tensor):
-        """x: (B, input_channels, X, Y, Z), each spatial size divisible by the total encoder stride."""
+    def forward(self, x: torch.Tensor, with_qsm: bool = False, reconstruction_grad: bool = True):
+        """x: (B, input_channels, X, Y, Z), each spatial size divisible by the total encoder stride.
+
+        with_qsm: also return the QSM (B, 1, X, Y, Z), ppm. reconstruction_grad=False runs the
+        reconstruction net without autograd (it is frozen): its backward, the costliest part of a
+        step at full resolution, is skipped; the caller then owes its parameters a zero gradient
+        (``zero_reconstruction_gradient``) if DDP is used.
+        """
         if x.ndim != 5 or x.shape[1] != self.input_channels:
             raise ValueError(f"expected input (B, {self.input_channels}, X, Y, Z), got {tuple(x.shape)}")
         if any(s % t for s, t in zip(x.shape[2:], self._total_stride)):
             raise ValueError(f"spatial size {tuple(x.shape[2:])} must be divisible by the total encoder stride "
                              f"{tuple(self._total_stride)}")
-        qsm, recon_skip = self.recon(x[:, self.qsm_minus_channel:self.qsm_minus_channel + 1])
+        with torch.set_grad_enabled(reconstruction_grad and torch.is_grad_enabled()):
+            qsm, recon_skip = self.recon(x[:, self.qsm_minus_channel:self.qsm_minus_channel + 1])
         skips = self.encoder(x[:, list(self.t1_channels)], recon_skip.detach())
         seg = self.decoder(skips)
-        return (seg, qsm) if self.return_qsm else seg
+        return (seg, qsm) if with_qsm else seg
+
+    def zero_reconstruction_gradient(self) -> torch.Tensor:
+        """0 * (sum of the reconstruction parameters): added to a loss, it gives each of them a zero
+        gradient at no cost, which DDP (without find_unused_parameters) needs at every step."""
+        return sum(p.sum() for p in self.recon.parameters()) * 0.0
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """QSM (B, 1, X, Y, Z) in ppm from the full input (only its QSM- channel is read), without the
@@ -256,5 +267,8 @@ class MQSMNet(nn.Module):
 
     @staticmethod
     def initialize(module: nn.Module) -> None:
-        """nnU-Net's ``network.apply(network.initialize)`` hook: He init as for PlainConvUNet."""
+        """nnU-Net's ``network.apply(network.initialize)`` hook: He init as for PlainConvUNet, then the
+        reconstruction net's output layer back to zero (``apply`` visits children before parents)."""
         InitWeights_He(1e-2)(module)
+        if isinstance(module, ReconstructionNet):
+            module.zero_output_layer()

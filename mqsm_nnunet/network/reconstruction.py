@@ -43,13 +43,15 @@ class ReconstructionNet(nn.Module):
     QSM stream starts from), conv skip_channels->1. The paper's sizes are the defaults; width and depth
     are parameters because this full-resolution net dominates the training cost.
 
-    Output: QSM = QSM- + residual_scale * MAP_SCALE_PPM * conv(skip), the trunk seeing
-    QSM- / MAP_SCALE_PPM, with the learnable scalar ``residual_scale`` starting at 0. Tissue
-    susceptibilities are a few hundredths of a ppm while He-initialized convolutions work at order 1:
-    the fixed scale keeps both ends of the net at order 1 (without it the first SGD steps threw the
-    QSM to ~100x the tissue contrast). The paper's net emits the QSM directly; this residual form spans the same maps but
-    an untrained (or briefly trained) net returns QSM- instead of He-initialized noise of order 1 ppm,
-    some 20x the tissue contrast, which short CPU trainings never unlearn.
+    Output: QSM = QSM- + MAP_SCALE_PPM * out_conv(skip), the trunk seeing QSM- / MAP_SCALE_PPM.
+    Tissue susceptibilities are a few hundredths of a ppm while He-initialized convolutions work at
+    order 1: the fixed scale keeps both ends of the net at order 1. ``out_conv`` starts at zero
+    (``zero_output_layer``, applied by ``MQSMNet.initialize`` after nnU-Net's He init), so an
+    untrained net returns QSM- exactly, while the gradient reaches ``out_conv`` from the first step
+    and every trunk weight from the second. (An earlier form gated the residual with a scalar that
+    started at 0: every trunk gradient was proportional to that scalar, so only it moved and the
+    trunk never trained.) The paper's net emits the QSM directly; this residual form spans the same
+    maps but a briefly trained net returns QSM- instead of He-initialized noise of order 1 ppm.
 
     Args:
         width: channels of the residual trunk (paper: 64).
@@ -77,13 +79,18 @@ class ReconstructionNet(nn.Module):
         self.blocks = nn.Sequential(*[ResidualBlock(width, dropout) for _ in range(n_blocks)])
         self.skip_conv = _conv3(width, skip_channels)
         self.out_conv = _conv3(skip_channels, 1)
-        self.residual_scale = nn.Parameter(torch.zeros(()))
+        self.zero_output_layer()
+
+    def zero_output_layer(self) -> None:
+        """Zero the last convolution: the net then returns QSM- until training moves it."""
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
 
     def forward(self, qsm_minus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if qsm_minus.ndim != 5 or qsm_minus.shape[1] != 1:
             raise ValueError(f"qsm_minus must have shape (B, 1, X, Y, Z), got {tuple(qsm_minus.shape)}")
         skip = self.skip_conv(self.blocks(self.in_conv(qsm_minus / MAP_SCALE_PPM)))
-        return qsm_minus + self.residual_scale * MAP_SCALE_PPM * self.out_conv(skip), skip
+        return qsm_minus + MAP_SCALE_PPM * self.out_conv(skip), skip
 
     def compute_conv_feature_map_size(self, input_size: tuple[int, ...]) -> int:
         """Voxels of all conv outputs for one sample, the quantity PlainConvUNet reports to the planner."""

@@ -2,7 +2,7 @@
 
 nnU-Net's LocalLogger accepts only the keys it knows and plots loss, pseudo Dice, epoch time and
 learning rate. mQSM trains two tasks, so the log also keeps the reconstruction loss and its two
-terms (Eq. 5) and an online QSM quality figure, and the plot gets a fourth panel for them.
+terms (Eq. 5), the data-consistency term and an online QSM quality figure, and the plot gets a fourth panel for them.
 """
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ RECONSTRUCTION_KEYS = (
     "train_loss_rec",      # L_rec = L_C + w * L_M (Eq. 5)
     "train_loss_c",        # consistency term L_C
     "train_loss_m",        # morphology term L_M
+    "train_loss_dc",       # data-consistency term L_DC (dipole model vs measured field)
     "val_loss_rec",
+    "val_loss_dc",
     "val_qsm_corr",        # Pearson r of QSM vs QSM- inside the mask, validation patches
 )
 
@@ -50,7 +52,9 @@ class MQSMLocalLogger(LocalLogger):
         ax_loss.plot(epochs, log["train_loss_rec"][:n], label="L_rec (train)")
         ax_loss.plot(epochs, log["train_loss_c"][:n], ls="--", label="L_C (train)")
         ax_loss.plot(epochs, log["train_loss_m"][:n], ls=":", label="L_M (train)")
+        ax_loss.plot(epochs, log["train_loss_dc"][:n], ls="-.", label="L_DC (train)")
         ax_loss.plot(epochs, log["val_loss_rec"][:n], label="L_rec (val)")
+        ax_loss.plot(epochs, log["val_loss_dc"][:n], ls="-.", label="L_DC (val)")
         ax_loss.set_ylabel("loss")
         ax_loss.legend(loc="upper right")
         ax_quality.plot(epochs, log["val_qsm_corr"][:n], color="tab:purple", label="QSM vs QSM- r (val)")

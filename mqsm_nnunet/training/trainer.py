@@ -3,12 +3,18 @@
 Inherited unchanged: planning, preprocessing, splits, 5-fold training, deep-supervision weights,
 checkpointing, `--c` resume, `--val`, AMP and the DDP paths. Changed:
 - the network (`MQSMNet`, sized from the plans like PlainConvUNet; stock plans train too);
-- the loss: Eq. 5 (reconstruction, inside the brain mask) + nnU-Net's Dice+CE with deep supervision;
+- the loss: Eq. 5 (reconstruction, inside the brain mask) + a dipole data-consistency term (0 in
+  the paper-loss variant) + nnU-Net's Dice+CE with deep supervision;
+- the optimizer: one parameter group per task, each with its own learning-rate schedule and its own
+  gradient clipping (`TaskPolyLR`);
 - the schedule: the segmentation branch is frozen for the first epochs and the reconstruction net
-  from a later epoch on. Freezing is done with learning rate 0 for the frozen parameter group (and a
-  zero weight on the segmentation loss while it is frozen), never with `requires_grad` or `no_grad`:
-  DDP without `find_unused_parameters` needs every parameter to get a gradient at every step;
-- augmentation: intensity transforms act on T1 only (see `mqsm_nnunet.augmentation`);
+  from a later epoch on. Freezing is learning rate 0 for the frozen group, never `requires_grad`:
+  DDP without `find_unused_parameters` needs every parameter to get a gradient at every step. A
+  frozen segmentation branch gets its loss with weight 0; a frozen reconstruction net runs without
+  autograd and gets an explicit zero gradient (its backward at full resolution is skipped);
+- augmentation: no mirroring (side and lobe labels); intensity transforms act on T1 only, and
+  voxel-coordinate channels tell the loss how each patch was rotated (`mqsm_nnunet.augmentation`,
+  `training.geometry`);
 - logging: both loss terms and an online QSM figure, in the log and in `progress_mqsm.png`;
 - final validation also writes each validation case's QSM and its QSM metrics.
 """
@@ -25,20 +31,22 @@ from torch import distributed as dist
 from torch import nn
 from torch._dynamo import OptimizedModule
 from nnunetv2.paths import nnUNet_raw
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from mqsm_nnunet.augmentation import protect_physical_channels
+from mqsm_nnunet.augmentation import N_COORDINATE_CHANNELS, protect_physical_channels, with_voxel_coordinates
 from mqsm_nnunet.dataset_metadata import MQSMChannels
 from mqsm_nnunet.inference.export import qsm_to_native, write_native_float
 from mqsm_nnunet.inference.predictor import mQSMPredictor
-from mqsm_nnunet.losses import ReconstructionLoss
+from mqsm_nnunet.losses import DataConsistencyLoss, ReconstructionLoss
 from mqsm_nnunet.metrics import qsm_metrics
 from mqsm_nnunet.network import MQSMNet
 from mqsm_nnunet.nifti import read_volume
+from mqsm_nnunet.training.geometry import (b0_in_patch_frame, b0_in_preprocessed_frame, is_exact_regrid,
+                                           sampling_matrix)
 from mqsm_nnunet.training.progress import MQSMLocalLogger
+from mqsm_nnunet.training.schedule import TaskPolyLR
 
 # Keys of PlainConvUNet's constructor that MQSMNet shares; anything else in stock plans is dropped.
 _UNET_KEYS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_conv_per_stage",
@@ -92,6 +100,16 @@ class mQSMTrainer(nnUNetTrainer):
     reconstruction_freeze_epoch: ClassVar[int] = 150
     #: Weight of the morphology term L_M in L_rec (paper: 0.01).
     morphology_weight: ClassVar[float] = 0.01
+    #: Weight of the dipole data-consistency term (0: the paper's Eq. 5 alone; see DataConsistencyLoss).
+    data_consistency_weight: ClassVar[float] = 100.0
+    #: Patch voxels next to each face left out of the data-consistency misfit (non-local dipole field).
+    data_consistency_margin: ClassVar[int] = 4
+    #: Also apply it to rotated / scaled (resampled) patches, where the dipole model holds only roughly.
+    data_consistency_on_resampled: ClassVar[bool] = False
+    #: Base learning rate of the reconstruction group relative to nnU-Net's initial_lr.
+    reconstruction_lr_factor: ClassVar[float] = 1.0
+    #: Gradient-norm clip, applied to each task's parameters separately (nnU-Net: 12 for the whole net).
+    gradient_clip: ClassVar[float] = 12.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -104,6 +122,10 @@ class mQSMTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.logger.local_logger = MQSMLocalLogger(self.logger.local_logger.verbose)
         self.reconstruction_loss = ReconstructionLoss(morph_weight=self.morphology_weight)
+        self.data_consistency_loss = DataConsistencyLoss(margin=self.data_consistency_margin)
+        transpose = self.plans_manager.transpose_forward
+        self.case_b0 = {case: b0_in_preprocessed_frame(b, transpose)
+                        for case, b in dataset_json["mqsm"].get("b0_direction", {}).items()}
 
     # ----------------------------------------------------------------------------------- network
     @classmethod
@@ -121,13 +143,30 @@ class mQSMTrainer(nnUNetTrainer):
         return module._orig_mod if isinstance(module, OptimizedModule) else module
 
     def configure_optimizers(self):
-        """nnU-Net's SGD + poly LR, with the two sub-networks in separate groups (for freezing)."""
+        """nnU-Net's SGD + poly decay, one parameter group per task (own base lr, own freezing)."""
         network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
-        groups = [{"params": network.reconstruction_parameters(), "name": "reconstruction"},
-                  {"params": network.segmentation_parameters(), "name": "segmentation"}]
-        optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay,
-                                    momentum=0.99, nesterov=True)
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+        optimizer = torch.optim.SGD(self._parameter_groups(network), self.initial_lr,
+                                    weight_decay=self.weight_decay, momentum=0.99, nesterov=True)
+        return optimizer, TaskPolyLR(optimizer, self.num_epochs, self.task_frozen)
+
+    def _parameter_groups(self, network: MQSMNet) -> list[dict]:
+        """Segmentation first (nnU-Net logs and plots group 0's learning rate)."""
+        return [{"params": network.segmentation_parameters(), "name": "segmentation",
+                 "initial_lr": self.initial_lr},
+                {"params": network.reconstruction_parameters(), "name": "reconstruction",
+                 "initial_lr": self.initial_lr * self.reconstruction_lr_factor}]
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        """nnU-Net's rotation and scaling, without mirroring, in training and at inference.
+
+        Brain regions are named by side and lobe (caudate_L, frontal_cortex_R): a flip along any axis
+        turns a left structure into a right one, or a frontal into an occipital one, under the same
+        label, which teaches the network that side and lobe cannot be told apart (and test-time
+        mirroring averages the two sides' predictions).
+        """
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
 
     # ---------------------------------------------------------------------------------- schedule
     def segmentation_frozen(self, epoch: int) -> bool:
@@ -136,81 +175,122 @@ class mQSMTrainer(nnUNetTrainer):
     def reconstruction_frozen(self, epoch: int) -> bool:
         return epoch >= self.reconstruction_freeze_epoch
 
+    def task_frozen(self, task: str, epoch: int) -> bool:
+        """Whether parameter group `task` ('segmentation' or 'reconstruction') is frozen in `epoch`."""
+        return self.segmentation_frozen(epoch) if task == "segmentation" else self.reconstruction_frozen(epoch)
+
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
-        frozen = {"segmentation": self.segmentation_frozen(self.current_epoch),
-                  "reconstruction": self.reconstruction_frozen(self.current_epoch)}
-        for group in self.optimizer.param_groups:
-            if frozen[group["name"]]:
-                group["lr"] = 0.0
-        names = [name for name, is_frozen in frozen.items() if is_frozen]
-        self.print_to_log_file(f"Frozen this epoch: {', '.join(names) if names else 'nothing'}")
+        names = [g["name"] for g in self.optimizer.param_groups if self.task_frozen(g["name"], self.current_epoch)]
+        self.print_to_log_file(f"Frozen this epoch: {', '.join(names) if names else 'nothing'}; learning rates "
+                               + ", ".join(f"{g['name']} {g['lr']:.3g}" for g in self.optimizer.param_groups))
 
     # ---------------------------------------------------------------------------------- training
     def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
                                 do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False,
                                 foreground_labels=None, regions=None, ignore_label=None):
-        """nnU-Net's pipeline with the physical channels shielded from intensity transforms."""
+        """nnU-Net's pipeline with the physical channels shielded from intensity transforms and voxel-
+        coordinate channels appended (they tell the loss how each patch was rotated and flipped)."""
         pipeline = super().get_training_transforms(
             patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
             use_mask_for_norm, is_cascaded, foreground_labels, regions, ignore_label)
-        return protect_physical_channels(pipeline, self.channels.physical,
-                                         len(self.dataset_json["channel_names"]))
+        n_channels = len(self.dataset_json["channel_names"])
+        coordinates = tuple(range(n_channels, n_channels + N_COORDINATE_CHANNELS))
+        return protect_physical_channels(with_voxel_coordinates(pipeline), self.channels.physical + coordinates,
+                                         n_channels + N_COORDINATE_CHANNELS)
 
     def _split_physical(self, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = self.channels
         return (data[:, c.qsm_minus:c.qsm_minus + 1], data[:, c.field:c.field + 1],
                 data[:, c.mask:c.mask + 1] > 0.5)
 
+    def patch_b0(self, keys, coordinates: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B0 per sample in the patch's voxel frame (B, 3), data-consistency weight per sample (B,)).
+
+        coordinates None: unaugmented patches (validation). With `data_consistency_on_resampled`
+        False, rotated or scaled patches get weight 0 (see `geometry.is_exact_regrid`): the term is
+        computed on the patches whose geometry is exact, flips included.
+        """
+        missing = [k for k in keys if k not in self.case_b0]
+        if missing:
+            raise RuntimeError(f"dataset.json 'mqsm.b0_direction' has no entry for {missing}: re-run mqsm_convert")
+        source = torch.from_numpy(np.stack([self.case_b0[k] for k in keys]))
+        if coordinates is None:
+            return source.float(), torch.ones(len(keys))
+        matrix = sampling_matrix(coordinates.cpu())
+        b0 = b0_in_patch_frame(source, matrix, self.configuration_manager.spacing)
+        weights = torch.ones(len(keys)) if self.data_consistency_on_resampled else is_exact_regrid(matrix).float()
+        return b0, weights
+
+    def reconstruction_terms(self, qsm: torch.Tensor, data: torch.Tensor, b0: torch.Tensor,
+                             dc_weights: torch.Tensor) -> dict:
+        """Eq. 5 (L_C, L_M) and the data-consistency term L_DC of one batch; total = L_rec + w L_DC."""
+        qsm_minus, field, mask = self._split_physical(data)
+        rec = self.reconstruction_loss(qsm, qsm_minus, field, mask)
+        dc = self.data_consistency_loss(qsm, field, mask, b0.to(qsm.device), self.configuration_manager.spacing,
+                                        dc_weights)
+        return {"total": rec.total + self.data_consistency_weight * dc, "c": rec.consistency,
+                "m": rec.morphology, "dc": dc}
+
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
+        data, coordinates = data[:, :-N_COORDINATE_CHANNELS], data[:, -N_COORDINATE_CHANNELS:]
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
-        qsm_minus, field, mask = self._split_physical(data)
-        segmentation_weight = 0.0 if self.segmentation_frozen(self.current_epoch) else 1.0
+        train_segmentation = not self.segmentation_frozen(self.current_epoch)
+        train_reconstruction = not self.reconstruction_frozen(self.current_epoch)
+        b0, dc_weights = self.patch_b0(batch["keys"], coordinates)
 
         self.optimizer.zero_grad(set_to_none=True)
-        self.mqsm_network.return_qsm = True
         with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            segmentation, qsm = self.network(data)
+            segmentation, qsm = self.network(data, with_qsm=True, reconstruction_grad=train_reconstruction)
             loss_seg = self.loss(segmentation, target)
-        rec = self.reconstruction_loss(qsm.float(), qsm_minus, field, mask)
-        loss = rec.total + segmentation_weight * loss_seg
+        rec = self.reconstruction_terms(qsm.float(), data, b0, dc_weights)
+        # A frozen task still hands every parameter a (zero) gradient, as DDP requires; the frozen
+        # reconstruction net is not even back-propagated (its forward ran without autograd).
+        loss = (rec["total"] if train_reconstruction else self.mqsm_network.zero_reconstruction_gradient()) \
+            + (loss_seg if train_segmentation else 0.0 * loss_seg)
 
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self._clip_per_task()
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self._clip_per_task()
             self.optimizer.step()
         return {"loss": loss.detach().cpu().numpy(), "loss_seg": loss_seg.detach().cpu().numpy(),
-                "loss_rec": rec.total.detach().cpu().numpy(), "loss_c": rec.consistency.detach().cpu().numpy(),
-                "loss_m": rec.morphology.detach().cpu().numpy()}
+                **{f"loss_{k}" if k != "total" else "loss_rec": v.detach().cpu().numpy() for k, v in rec.items()}}
+
+    def _clip_per_task(self) -> None:
+        """Clip each task's gradient norm on its own: one task's large gradients must not shrink the other's."""
+        for group in self.optimizer.param_groups:
+            torch.nn.utils.clip_grad_norm_(group["params"], self.gradient_clip)
 
     def on_train_epoch_end(self, train_outputs: list[dict]):
         super().on_train_epoch_end(train_outputs)
         for key, log_key in (("loss_seg", "train_loss_seg"), ("loss_rec", "train_loss_rec"),
-                             ("loss_c", "train_loss_c"), ("loss_m", "train_loss_m")):
+                             ("loss_c", "train_loss_c"), ("loss_m", "train_loss_m"), ("loss_dc", "train_loss_dc")):
             self.logger.log(log_key, self._mean_over_ranks([o[key] for o in train_outputs]), self.current_epoch)
 
     def validation_step(self, batch: dict) -> dict:
-        """nnU-Net's pseudo-Dice step, plus the reconstruction loss and QSM/QSM- correlation.
+        """nnU-Net's pseudo-Dice step, plus the reconstruction terms and the QSM/QSM- correlation.
 
         The reconstruction net runs a second time here (nnU-Net's step only takes the segmentation);
-        reusing nnU-Net's step is worth that cost on the 50 validation batches of an epoch.
+        reusing nnU-Net's step is worth that cost on the validation batches of an epoch. Validation
+        patches are not augmented, so B0 is each case's own.
         """
-        self.mqsm_network.return_qsm = False
         result = super().validation_step(batch)
         data = batch["data"].to(self.device, non_blocking=True)
-        qsm_minus, field, mask = self._split_physical(data)
-        qsm = self.mqsm_network.reconstruct(data).float()
-        rec = self.reconstruction_loss(qsm, qsm_minus, field, mask)
-        result["loss_rec"] = rec.total.detach().cpu().numpy()
+        with torch.no_grad():
+            qsm = self.mqsm_network.reconstruct(data).float()
+            rec = self.reconstruction_terms(qsm, data, *self.patch_b0(batch["keys"], None))
+        qsm_minus, _, mask = self._split_physical(data)
+        result["loss_rec"] = rec["total"].cpu().numpy()
+        result["loss_dc"] = rec["dc"].cpu().numpy()
         result["qsm_corr"] = _masked_correlation(qsm, qsm_minus, mask)
         return result
 
@@ -220,14 +300,17 @@ class mQSMTrainer(nnUNetTrainer):
                         self.current_epoch)
         self.logger.log("val_qsm_corr", self._mean_over_ranks([o["qsm_corr"] for o in val_outputs]),
                         self.current_epoch)
+        self.logger.log("val_loss_dc", self._mean_over_ranks([o["loss_dc"] for o in val_outputs]),
+                        self.current_epoch)
 
     def on_epoch_end(self):
         log = self.logger
         epoch = self.current_epoch
         self.print_to_log_file(
             f"L_seg {log.get_value('train_loss_seg', epoch):.4f}  L_rec {log.get_value('train_loss_rec', epoch):.4f} "
-            f"(L_C {log.get_value('train_loss_c', epoch):.4f}, L_M {log.get_value('train_loss_m', epoch):.4f})  "
-            f"val L_rec {log.get_value('val_loss_rec', epoch):.4f}  "
+            f"(L_C {log.get_value('train_loss_c', epoch):.4f}, L_M {log.get_value('train_loss_m', epoch):.4f}, "
+            f"L_DC {log.get_value('train_loss_dc', epoch):.4f})  "
+            f"val L_rec {log.get_value('val_loss_rec', epoch):.4f}  val L_DC {log.get_value('val_loss_dc', epoch):.4f}  "
             f"val QSM/QSM- r {log.get_value('val_qsm_corr', epoch):.3f}")
         super().on_epoch_end()
 
@@ -246,7 +329,6 @@ class mQSMTrainer(nnUNetTrainer):
         The QSM maps go to `validation_qsm/`, not `validation/`: nnU-Net's tools (validation Dice,
         nnUNetv2_find_best_configuration) score every `*.nii.gz` in `validation/` as a segmentation.
         """
-        self.mqsm_network.return_qsm = False
         super().perform_actual_validation(save_probabilities)
         self._validate_qsm()
 

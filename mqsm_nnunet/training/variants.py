@@ -1,46 +1,72 @@
-"""Trainer variants: each changes one thing of mQSMTrainer.
+"""Trainer variants: each changes one thing of mQSMTrainer (or of its short CPU recipe).
 
-- mQSMTrainer_tiny: seconds-to-minutes CPU training for tests and the demo: few epochs and
-  iterations, a narrow and shallow reconstruction net, an early schedule.
-- Ablations of the paper (Table 3): mQSMTrainer_UNet (two-stream U-Net, no fusion block),
-  mQSMTrainer_SA (self-attention per stream, no mutual attention). mQSMTrainer itself is
-  U-Net + SA + MA, the full mQSM.
+- mQSMTrainer_tiny: the short-budget recipe for CPU minutes (tests, the demo, bench_learning):
+  AdamW instead of nnU-Net's SGD (which is tuned for 250,000 iterations), no frozen epochs, narrow
+  stages and a light reconstruction net. Its length comes from MQSM_TINY_EPOCHS /
+  MQSM_TINY_ITERATIONS (nnUNetv2_train has no such flag).
+- Ablations of the paper (Table 3): `_UNet` (two-stream U-Net, no fusion block), `_SA` (self-
+  attention per stream, no mutual attention); mQSMTrainer itself is U-Net + SA + MA, the full mQSM.
+- `_paperLoss`: the paper's Eq. 5 alone, without the data-consistency term.
+- Stock nnU-Net at the same length (benchmark baselines): nnUNetTrainer_tinyLength (nnU-Net's own
+  recipe, only the length changed) and nnUNetTrainer_tinyRecipe (stock PlainConvUNet trained with
+  mQSMTrainer_tiny's recipe: optimizer, width cap, no mirroring), which separates what the recipe
+  gives from what the mQSM network gives.
 """
 from __future__ import annotations
 
 import os
 
 import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from mqsm_nnunet.training.schedule import TaskPolyLR
 from mqsm_nnunet.training.trainer import mQSMTrainer
+
+TINY_DEFAULT_EPOCHS, TINY_DEFAULT_ITERATIONS = 3, 4
+TINY_LEARNING_RATE = 3e-3
+TINY_WEIGHT_DECAY = 1e-4
+TINY_MAX_FEATURES = 32
+
+
+def tiny_length(default_epochs: int = TINY_DEFAULT_EPOCHS,
+                default_iterations: int = TINY_DEFAULT_ITERATIONS) -> tuple[int, int]:
+    """(epochs, iterations per epoch) of the short variants, from MQSM_TINY_EPOCHS / _ITERATIONS."""
+    values = []
+    for name, default in (("MQSM_TINY_EPOCHS", default_epochs), ("MQSM_TINY_ITERATIONS", default_iterations)):
+        value = os.environ.get(name)
+        if value is None:
+            values.append(default)
+            continue
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")
+        values.append(int(value))
+    return values[0], values[1]
 
 
 class mQSMTrainer_tiny(mQSMTrainer):
-    """CPU-sized: 3 epochs x 4 iterations, U-Net at most 32 wide, recon net 16 wide x 2 blocks,
-    segmentation from epoch 1. MQSM_TINY_EPOCHS / MQSM_TINY_ITERATIONS change the length."""
+    """CPU-sized mQSM: AdamW (lr 3e-3, poly decay), both tasks from the first step, U-Net at most 32
+    wide, reconstruction net 16 wide x 2 blocks; 3 epochs x 4 iterations unless the environment says."""
 
     network_overrides = {"recon_width": 16, "recon_blocks": 2, "recon_skip_channels": 8}
-    max_unet_features = 32
-    segmentation_start_epoch = 1
-    reconstruction_freeze_epoch = 1000
+    max_unet_features = TINY_MAX_FEATURES
+    segmentation_start_epoch = 0
+    reconstruction_freeze_epoch = 10 ** 9
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = int(self._from_env("MQSM_TINY_EPOCHS", 3))
-        self.num_iterations_per_epoch = int(self._from_env("MQSM_TINY_ITERATIONS", 4))
+        self.num_epochs, self.num_iterations_per_epoch = tiny_length()
         self.num_val_iterations_per_epoch = 2
+        self.initial_lr = TINY_LEARNING_RATE
+        self.weight_decay = TINY_WEIGHT_DECAY
         self.save_every = 1
 
-    @staticmethod
-    def _from_env(name: str, default: int) -> int:
-        """The demo sets the epoch count through the environment: nnUNetv2_train has no such flag."""
-        value = os.environ.get(name)
-        if value is None:
-            return default
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
-        return int(value)
+    def configure_optimizers(self):
+        network = self.mqsm_network
+        optimizer = torch.optim.AdamW(self._parameter_groups(network), self.initial_lr,
+                                      weight_decay=self.weight_decay)
+        return optimizer, TaskPolyLR(optimizer, self.num_epochs, self.task_frozen)
 
 
 class mQSMTrainer_UNet(mQSMTrainer):
@@ -53,3 +79,65 @@ class mQSMTrainer_SA(mQSMTrainer):
     """Ablation: self-attention in each stream, no mutual attention (paper Table 3, U-Net + SA)."""
 
     network_overrides = {"fusion": "sa"}
+
+
+class mQSMTrainer_paperLoss(mQSMTrainer):
+    """The paper's reconstruction loss (Eq. 5) alone: no data-consistency term."""
+
+    data_consistency_weight = 0.0
+
+
+class mQSMTrainer_tiny_UNet(mQSMTrainer_tiny):
+    """mQSMTrainer_UNet with the short recipe."""
+
+    network_overrides = {**mQSMTrainer_tiny.network_overrides, **mQSMTrainer_UNet.network_overrides}
+
+
+class mQSMTrainer_tiny_SA(mQSMTrainer_tiny):
+    """mQSMTrainer_SA with the short recipe."""
+
+    network_overrides = {**mQSMTrainer_tiny.network_overrides, **mQSMTrainer_SA.network_overrides}
+
+
+class mQSMTrainer_tiny_paperLoss(mQSMTrainer_tiny):
+    """mQSMTrainer_paperLoss with the short recipe."""
+
+    data_consistency_weight = mQSMTrainer_paperLoss.data_consistency_weight
+
+
+class nnUNetTrainer_tinyLength(nnUNetTrainer):
+    """Stock nnUNetTrainer, only shortened to mQSMTrainer_tiny's length (benchmark baseline)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs, self.num_iterations_per_epoch = tiny_length()
+        self.num_val_iterations_per_epoch = 2
+
+
+class nnUNetTrainer_tinyRecipe(nnUNetTrainer_tinyLength):
+    """Stock PlainConvUNet with mQSMTrainer_tiny's recipe: AdamW + poly, width cap, no mirroring."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = TINY_LEARNING_RATE
+        self.weight_decay = TINY_WEIGHT_DECAY
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+        kwargs = dict(configuration_manager.network_arch_init_kwargs)
+        kwargs["features_per_stage"] = [min(int(f), TINY_MAX_FEATURES) for f in kwargs["features_per_stage"]]
+        return get_network_from_plans(configuration_manager.network_arch_class_name, kwargs,
+                                      configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
+                                      num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
+        for group in optimizer.param_groups:
+            group.update(name="segmentation", initial_lr=self.initial_lr)
+        return optimizer, TaskPolyLR(optimizer, self.num_epochs, lambda task, epoch: False)
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        return mQSMTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size(self)

@@ -1,0 +1,193 @@
+"""Tests that fail when learning breaks, on the real nnU-Net trainer, data loader and augmentation.
+
+One module fixture builds a tiny noiseless phantom dataset through the real CLIs (phantom ->
+mqsm_convert -> mqsm_plan_and_preprocess) with an oblique B0, and a twin dataset whose QSM- channel
+holds the true susceptibility (so the truth travels through preprocessing and augmentation exactly
+like the network's own QSM would). The trainer is built in this process from that dataset.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+B0_DIR = (0.0, 0.42, 0.91)          # about 25 degrees oblique
+SHAPE, VOXEL = ("32", "32", "24"), ("6", "6", "6")
+N_SUBJECTS = 5
+NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc")
+
+
+def _run(args: list[str], env: dict) -> None:
+    result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{args} failed:\n{(result.stdout + result.stderr)[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    """(env, id of the real dataset, id of the dataset with the true chi in the QSM- channel)."""
+    root = tmp_path_factory.mktemp("learning")
+    env = {**os.environ, "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
+           "nnUNet_results": str(root / "res"), "nnUNet_extTrainer": str(REPO / "trainers"),
+           "nnUNet_def_n_proc": "1"}
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        Path(env[key]).mkdir()
+    cohort = root / "cohort"
+    _run(["mqsm_phantom", "-o", str(cohort), "-n", str(N_SUBJECTS), "--shape", *SHAPE, "--voxel-size", *VOXEL,
+          "--b0-dir", *map(str, B0_DIR), "--noise", "0", "--seed", "41", "--quiet"], env)
+    for dataset_id, name in ((771, "Learn"), (772, "Truth")):
+        _run(["mqsm_convert", "-i", str(cohort), "-d", str(dataset_id), "-n", name, "-np", "1"], env)
+    truth_raw = root / "raw" / "Dataset772_Truth"
+    channels = json.loads((truth_raw / "dataset.json").read_text())["mqsm"]["channels"]
+    for case in sorted(p.name for p in cohort.glob("sub-*")):
+        target = truth_raw / "imagesTr" / f"{case}_{channels['qsm_minus']:04d}.nii.gz"
+        target.write_bytes((cohort / case / "chi.nii.gz").read_bytes())   # same grid and affine as the field
+    for dataset_id in (771, 772):
+        _run(["mqsm_plan_and_preprocess", "-d", str(dataset_id), "-np", "1", "--no_pbar"], env)
+    return env, cohort
+
+
+@pytest.fixture
+def nnunet_env(datasets, monkeypatch):
+    env, cohort = datasets
+    for name in NNUNET_VARS:
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")   # augmentation in this process: batches on demand
+    return cohort
+
+
+def _trainer(trainer_class, dataset_id: int, fold="all"):
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    folder = Path(nnUNet_preprocessed) / maybe_convert_to_dataset_name(dataset_id)
+    plans = {**json.loads((folder / "mQSMPlans.json").read_text()), "continue_training": False}  # as nnUNetv2_train
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    trainer = trainer_class(plans, "3d_fullres", fold, dataset_json, device=torch.device("cpu"))
+    trainer.initialize()
+    return trainer
+
+
+def test_true_chi_explains_the_augmented_field_only_with_the_b0_the_loss_uses(nnunet_env):
+    """Noiseless phantom, true chi through preprocessing and the training augmentation. Exact patches
+    (crops; no mirroring is trained): the misfit of the truth with the loss's B0 is near zero, large
+    with a wrong B0. Rotated and scaled patches (resampled, so the misfit only drops to a few %, and
+    the loss leaves them out): the tracked B0 still explains the field far better than the unrotated one."""
+    from mqsm_nnunet.augmentation import N_COORDINATE_CHANNELS
+    from mqsm_nnunet.training.trainer import mQSMTrainer
+
+    trainer = _trainer(mQSMTrainer, 772)
+    loader, _ = trainer.get_dataloaders()
+    spatial = _spatial_transform(loader)
+    loss, spacing = trainer.data_consistency_loss, trainer.configuration_manager.spacing
+    misfits = {}
+    for mode, p in (("exact", 0.0), ("resampled", 1.0)):
+        spatial.p_rotation = spatial.p_scaling = p
+        for _ in range(3):
+            batch = next(loader)
+            data = batch["data"]
+            data, coordinates = data[:, :-N_COORDINATE_CHANNELS], data[:, -N_COORDINATE_CHANNELS:]
+            chi, field, mask = trainer._split_physical(data)   # this dataset carries the true chi as "QSM-"
+            b0, weights = trainer.patch_b0(batch["keys"], coordinates)
+            assert weights.tolist() == [1.0 if mode == "exact" else 0.0] * len(weights)
+            source, _ = trainer.patch_b0(batch["keys"], None)
+            other = torch.linalg.cross(source, torch.tensor([[1.0, 0.0, 0.0]]).expand_as(source))
+            for i in range(len(b0)):
+                one = (chi[i:i + 1], field[i:i + 1], mask[i:i + 1])
+                misfits.setdefault(mode, []).append(
+                    [float(loss(*one, direction[i:i + 1], spacing)) for direction in
+                     (b0, source, other / other.norm(dim=1, keepdim=True))])
+    exact, resampled = np.array(misfits["exact"]), np.array(misfits["resampled"])
+    # Relative squared misfit: 0 = the field explained exactly, 1 = not at all (QSM = 0).
+    assert exact[:, 0].max() < 0.02, exact
+    assert exact[:, 2].min() > 0.3, exact
+    assert np.median(resampled[:, 1] / resampled[:, 0]) > 3, resampled
+    assert resampled[:, 2].min() > 0.3, resampled
+
+
+def _spatial_transform(loader):
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+
+    data_loader = loader.data_loader if hasattr(loader, "data_loader") else loader
+    spatial = [t for t in data_loader.transforms.transforms if isinstance(t, SpatialTransform)]
+    assert spatial, "the training pipeline has no SpatialTransform"
+    return spatial[0]
+
+
+def test_b0_in_the_preprocessed_frame_follows_sitk_axis_order_and_transpose():
+    from mqsm_nnunet.training.geometry import b0_in_patch_frame, b0_in_preprocessed_frame, sampling_matrix
+
+    np.testing.assert_allclose(b0_in_preprocessed_frame((1, 0, 0), (0, 1, 2)), (0, 0, 1))
+    np.testing.assert_allclose(b0_in_preprocessed_frame((0, 0, 2), (2, 0, 1)), (0, 1, 0))  # new axis a = old axis t[a]
+    # A flip along axis 0 flips B0's component 0 (irrelevant for the kernel, but exact here).
+    coordinates = torch.stack(torch.meshgrid(*[torch.arange(1.0, n + 1) for n in (5, 6, 7)], indexing="ij"))
+    flipped = coordinates.flip(1)[None]
+    matrix = sampling_matrix(flipped)
+    torch.testing.assert_close(matrix[0], torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)))
+    b = b0_in_patch_frame(torch.tensor([[0.6, 0.0, 0.8]]), matrix, (1.0, 1.0, 1.0))
+    torch.testing.assert_close(b, torch.tensor([[-0.6, 0.0, 0.8]]))
+
+
+def _nrmse_on_case(trainer, case: str, cohort: Path) -> tuple[float, float]:
+    """(NRMSE of the network's QSM, NRMSE of QSM-) against the true chi on the case's whole volume."""
+    from mqsm_nnunet.metrics import nrmse
+
+    data, _, _, properties = trainer.dataset_class(trainer.preprocessed_dataset_folder, [case]).load_case(case)
+    data = torch.from_numpy(np.asarray(data[:]))
+    bbox = properties["bbox_used_for_cropping"]
+    chi = np.asarray(__import__("SimpleITK").GetArrayFromImage(
+        __import__("SimpleITK").ReadImage(str(cohort / case / "chi.nii.gz"))))
+    chi = chi[tuple(slice(a, b) for a, b in bbox)]
+    c = trainer.channels
+    mask = data[c.mask].numpy() > 0.5
+    trainer.network.eval()
+    with torch.no_grad():
+        qsm = trainer.mqsm_network.reconstruct(data[None])[0, 0].numpy()
+    return nrmse(qsm * mask, chi, mask), nrmse(data[c.qsm_minus].numpy() * mask, chi, mask)
+
+
+def test_a_short_cpu_training_brings_the_qsm_closer_to_the_truth_than_qsm_minus(nnunet_env):
+    from mqsm_nnunet.training.variants import mQSMTrainer_tiny
+
+    cohort = nnunet_env
+    trainer = _trainer(mQSMTrainer_tiny, 771)
+    trainer.on_train_start()
+    before, qsm_minus = _nrmse_on_case(trainer, "sub-001", cohort)
+    assert before == pytest.approx(qsm_minus, abs=1e-4)          # an untrained net returns QSM-
+    trainer.network.train()
+    for _ in range(30):
+        trainer.train_step(next(trainer.dataloader_train))
+    after, _ = _nrmse_on_case(trainer, "sub-001", cohort)
+    trainer.on_train_end()
+    assert after < qsm_minus - 1.0, (after, qsm_minus)
+
+
+def test_learning_rates_follow_each_tasks_schedule_epoch_by_epoch(nnunet_env):
+    from mqsm_nnunet.training.trainer import mQSMTrainer
+
+    class Scheduled(mQSMTrainer):
+        segmentation_start_epoch = 2
+        reconstruction_freeze_epoch = 4
+        reconstruction_lr_factor = 0.5
+
+    trainer = _trainer(Scheduled, 771)
+    trainer.num_epochs = 6
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    seen = []
+    for epoch in range(6):
+        trainer.current_epoch = epoch
+        trainer.lr_scheduler.step(epoch)
+        seen.append({g["name"]: g["lr"] for g in trainer.optimizer.param_groups})
+    poly = [trainer.initial_lr * (1 - e / 6) ** 0.9 for e in range(6)]
+    for epoch, lrs in enumerate(seen):
+        assert lrs["segmentation"] == pytest.approx(0.0 if epoch < 2 else poly[epoch])
+        assert lrs["reconstruction"] == pytest.approx(0.0 if epoch >= 4 else 0.5 * poly[epoch])
