@@ -59,3 +59,19 @@ class MQSMChannels:
                 f"dataset.json 'mqsm.channels' {channels} points past the {n_channels} channels in channel_names"
             )
         return cls(**channels)
+
+
+def qsm_minus_thresholds(dataset_json: dict) -> tuple[float, float]:
+    """The TKD thresholds QSM- was computed with for this dataset (prediction must use the same).
+
+    Raises:
+        ValueError: no `mqsm` block or no `qsm_minus_thresholds` in it (no silent default: a model
+            fed QSM- made with other thresholds sees inputs unlike its training data).
+    """
+    block = dataset_json.get("mqsm")
+    values = block.get("qsm_minus_thresholds") if isinstance(block, dict) else None
+    if not isinstance(values, list) or len(values) != 2 or not all(isinstance(v, (int, float)) for v in values):
+        raise ValueError("dataset.json 'mqsm.qsm_minus_thresholds' is missing or not two numbers: the QSM- "
+                         "thresholds the model was trained with are unknown; re-run mqsm_convert (it records "
+                         "them) or add them to the model's dataset.json")
+    return float(values[0]), float(values[1])

@@ -15,6 +15,8 @@ PROCESS_COUNT_VARIABLES = ("nnUNet_n_proc_DA", "nnUNet_def_n_proc")
 """nnU-Net reads these with int() and starts that many workers or threads (0 fails deep inside)."""
 
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+NNUNET_FOLDS = 5
+"""nnU-Net's default cross-validation folds; fewer training cases cannot fill them."""
 
 
 def nnunet_raw_folder() -> Path:
@@ -90,3 +92,12 @@ def check_process_counts() -> None:
         if value is not None and not (value.strip().isdigit() and int(value) >= 1):
             raise ValueError(f"{variable}={value!r}: nnU-Net reads it as a number of processes, which must be a "
                              f"whole number >= 1; unset it or set e.g. {variable}=1")
+
+
+def folds_warning(n_training: int) -> str | None:
+    """Why and how to train differently when a dataset has fewer training cases than nnU-Net's
+    `NNUNET_FOLDS` cross-validation folds (nnU-Net's split then fails with a scikit-learn error)."""
+    if n_training >= NNUNET_FOLDS:
+        return None
+    return (f"{n_training} training case(s), fewer than nnU-Net's {NNUNET_FOLDS} cross-validation folds: train "
+            "fold 'all' (nnUNetv2_train ID 3d_fullres all ...) or add labelled subjects")

@@ -2,25 +2,39 @@
 
 `nnUNetv2_plan_and_preprocess -pl` only finds planners inside nnunetv2, so this command runs the
 same three steps through nnU-Net's API with our planner class. Flags follow nnU-Net's.
+
+Before nnU-Net starts, it checks what nnU-Net would otherwise answer with a traceback: the
+nnU-Net folders and process-count variables, each dataset ID, that each dataset is in
+`$nnUNet_raw` and was made by mqsm_convert. Exit status 0; 1 for such an error (one line); 2 for
+bad flags; 130 / 143 when interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
-from mqsm_nnunet.planning import PLANS_NAME
+from mqsm_nnunet.command import MQSMWarning, UsageError, run_command
+
+PROG = "mqsm_plan_and_preprocess"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mqsm_nnunet.planning import PLANS_NAME
+
     parser = argparse.ArgumentParser(
-        prog="mqsm_plan_and_preprocess",
+        prog=PROG,
         description="Fingerprint a dataset made by mqsm_convert, plan it with mQSMPlanner (plans "
                     f"'{PLANS_NAME}', whose memory estimate includes the reconstruction net and mTrans) and "
                     "preprocess it with nnU-Net's DefaultPreprocessor. Needs nnUNet_raw and nnUNet_preprocessed.",
         epilog="example: mqsm_plan_and_preprocess -d 501 -c 3d_fullres -np 2\n"
-               "then:    nnUNetv2_train 501 3d_fullres 0 -tr mQSMTrainer -p mQSMPlans",
+               f"then:    nnUNetv2_train 501 3d_fullres 0 -tr mQSMTrainer -p {PLANS_NAME}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", type=int, nargs="+", required=True, help="dataset id(s), e.g. 501")
+    parser.add_argument("-d", dest="dataset_id", type=int, nargs="+", required=True, help="dataset id(s), e.g. 501")
     parser.add_argument("-c", nargs="+", default=["3d_fullres"],
                         help="configurations to preprocess (default: 3d_fullres; mQSM is 3D only)")
     parser.add_argument("-gpu_memory_target", type=float, default=8.0,
@@ -33,37 +47,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _raw_dataset(dataset_id: int) -> Path:
+    """The raw dataset folder of an ID, checked to be one mqsm_convert made.
+
+    Raises:
+        ValueError: unknown ID, not in $nnUNet_raw, or a dataset.json without the mqsm block.
+    """
+    from mqsm_nnunet.dataset_metadata import MQSMChannels
+    from mqsm_nnunet.nnunet_datasets import folds_warning, resolve_dataset
+
+    name = resolve_dataset(dataset_id)
+    folder = Path(os.environ["nnUNet_raw"]) / name
+    if not (folder / "dataset.json").is_file():
+        raise ValueError(f"{folder}: no raw dataset with dataset.json for ID {dataset_id} in nnUNet_raw; convert it "
+                         "first (mqsm_convert -i COHORT -d ID -n NAME)")
+    try:
+        dataset_json = json.loads((folder / "dataset.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{folder / 'dataset.json'}: not valid JSON ({error})") from None
+    try:
+        MQSMChannels.from_dataset_json(dataset_json)
+    except ValueError as error:
+        raise ValueError(f"{folder / 'dataset.json'}: {error}") from None
+    note = folds_warning(int(dataset_json.get("numTraining", 0)))
+    if note:
+        warnings.warn(f"{folder}: {note}", MQSMWarning, stacklevel=2)
+    return folder
+
+
+def run(args: argparse.Namespace) -> None:
+    """Check, then fingerprint, plan and preprocess every dataset."""
+    from mqsm_nnunet.nnunet_datasets import check_process_counts
+
     if args.np < 1:
-        print("mqsm_plan_and_preprocess: -np must be >= 1", file=sys.stderr)
-        return 2
+        raise UsageError("-np must be >= 1")
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed"):
+        if not os.environ.get(variable):
+            raise ValueError(f"{variable} is not set: export {variable}=/path/to/{variable} (see nnU-Net's "
+                             "documentation/setting_up_paths.md)")
+    check_process_counts()
+    for dataset_id in args.dataset_id:
+        _raw_dataset(dataset_id)
+
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints,
                                                                       plan_experiment_dataset, preprocess)
-    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 
-    from mqsm_nnunet.planning import mQSMPlanner
+    from mqsm_nnunet.planning import PLANS_NAME, mQSMPlanner
 
-    for name, var in (("nnUNet_raw", nnUNet_raw), ("nnUNet_preprocessed", nnUNet_preprocessed)):
-        if not var.is_set():
-            print(f"mqsm_plan_and_preprocess: set the environment variable {name} (see nnU-Net's set-up docs)",
-                  file=sys.stderr)
-            return 2
-    try:
-        print("[1/3] fingerprint")
-        extract_fingerprints(args.d, num_processes=args.np, check_dataset_integrity=args.verify_dataset_integrity,
-                             clean=args.clean, verbose=False, show_progress_bar=not args.no_pbar)
-        print(f"[2/3] plan with mQSMPlanner -> {PLANS_NAME}")
-        for dataset_id in args.d:
-            plan_experiment_dataset(dataset_id, mQSMPlanner, gpu_memory_target_in_gb=args.gpu_memory_target)
-        print(f"[3/3] preprocess {', '.join(args.c)}")
-        preprocess(args.d, PLANS_NAME, configurations=args.c, num_processes=[args.np] * len(args.c),
-                   show_progress_bar=not args.no_pbar)
-    except ValueError as error:  # e.g. a dataset.json without the mqsm block
-        print(f"mqsm_plan_and_preprocess: {error}", file=sys.stderr)
-        return 1
-    print(f"done: train with  nnUNetv2_train {args.d[0]} 3d_fullres FOLD -tr mQSMTrainer -p {PLANS_NAME}")
-    return 0
+    print("[1/3] fingerprint")
+    extract_fingerprints(args.dataset_id, num_processes=args.np, check_dataset_integrity=args.verify_dataset_integrity,
+                         clean=args.clean, verbose=False, show_progress_bar=not args.no_pbar)
+    print(f"[2/3] plan with mQSMPlanner -> {PLANS_NAME}")
+    for dataset_id in args.dataset_id:
+        plan_experiment_dataset(dataset_id, mQSMPlanner, gpu_memory_target_in_gb=args.gpu_memory_target)
+    print(f"[3/3] preprocess {', '.join(args.c)}")
+    preprocess(args.dataset_id, PLANS_NAME, configurations=args.c, num_processes=[args.np] * len(args.c),
+               show_progress_bar=not args.no_pbar)
+    print(f"done: train with  nnUNetv2_train {args.dataset_id[0]} 3d_fullres FOLD -tr mQSMTrainer -p {PLANS_NAME}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0; 1 for a user error (one line); 2 for bad flags; 130 / 143 when interrupted."""
+    return run_command(PROG, build_parser, run, argv)
 
 
 if __name__ == "__main__":

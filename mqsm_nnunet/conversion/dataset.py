@@ -22,11 +22,9 @@ from mqsm_nnunet.conversion.options import ConversionOptions, ConversionWarning
 from mqsm_nnunet.conversion.subject import FILE_ENDING, Job, SubjectResult, convert_subject
 from mqsm_nnunet.dataset_metadata import DEFAULT_CHANNELS, channel_names
 from mqsm_nnunet.files import atomic_folder, writable_folder
-from mqsm_nnunet.nnunet_datasets import dataset_folder_name, existing_datasets, nnunet_raw_folder
+from mqsm_nnunet.nnunet_datasets import dataset_folder_name, existing_datasets, folds_warning, nnunet_raw_folder
 
 MQSM_BLOCK_VERSION = 1
-NNUNET_FOLDS = 5
-"""nnU-Net's default cross-validation folds; fewer training cases cannot fill them."""
 
 
 def _datasets_to_replace(root: Path, dataset_id: int, overwrite: bool) -> list[Path]:
@@ -148,10 +146,9 @@ def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
     if labels.remapped:
         _warn(f"labels JSON ids {sorted(labels.original.values())} are not consecutive; label maps are remapped to "
               "0..N in id order (originals in dataset.json mqsm.label_ids_original)")
-    n_training = sum(s.training for s in subjects)
-    if n_training < NNUNET_FOLDS:
-        _warn(f"{n_training} training subject(s), fewer than nnU-Net's {NNUNET_FOLDS} cross-validation folds: "
-              "train with fold 'all' (nnUNetv2_train ID 3d_fullres all ...) or add labelled subjects")
+    few_folds = folds_warning(sum(s.training for s in subjects))
+    if few_folds:
+        _warn(few_folds)
 
     with atomic_folder(root / folder_name, replaces=existing_datasets(root, dataset_id)) as build:
         for sub in ("imagesTr", "labelsTr", "imagesTs"):

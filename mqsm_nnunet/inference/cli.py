@@ -3,23 +3,33 @@
 The input folder is either nnU-Net style (`<case>_0000.nii.gz` ... as mqsm_convert writes them) or
 in-house subject folders (`sub-001/t1.nii.gz`, `field.nii.gz`, `mask.nii.gz`): those are converted
 on the fly (units, B0 direction, whole-volume QSM-) into a temporary folder first.
+
+Everything that can be refused is refused before a model is loaded or the output folder is made:
+the environment, the dataset ID, the model folder, the device, the output folder (not the input
+folder or inside it; writable) and every input file (`staging`). An output folder this run created
+is removed again when the run fails or is interrupted.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import pickle
+import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+from mqsm_nnunet.command import UsageError, run_command
+
+PROG = "mqsm_predict"
 DEFAULT_TRAINER = "mQSMTrainer"
 DEFAULT_PLANS = "mQSMPlans"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mqsm_predict",
+        prog=PROG,
         description="QSM and brain-region segmentation for new subjects with a trained mQSM model. Same flags "
                     "as nnUNetv2_predict; per case it writes the segmentation <case>.nii.gz and the QSM "
                     "<case>_qsm.nii.gz (ppm, the input's exact geometry, 0 outside the brain mask). Sliding "
@@ -30,21 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
                "  mqsm_predict -i my_cohort -o pred -d 501 -f 0 1 2 3 4      # in-house subject folders\n"
                "  mqsm_predict -i my_cohort -o pred -d 501 --field-units hz --b0 3",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-i", required=True, help="input folder: <case>_000X.nii.gz files, or in-house subject "
-                                                  "folders (t1.nii.gz, field.nii.gz, mask.nii.gz)")
-    parser.add_argument("-o", required=True, help="output folder (created)")
-    parser.add_argument("-d", required=True, help="dataset name or id the model was trained on")
-    parser.add_argument("-p", default=DEFAULT_PLANS, help=f"plans identifier (default: {DEFAULT_PLANS})")
-    parser.add_argument("-tr", default=DEFAULT_TRAINER, help=f"trainer class (default: {DEFAULT_TRAINER})")
-    parser.add_argument("-c", default="3d_fullres", help="configuration (default: 3d_fullres)")
-    parser.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"],
+    parser.add_argument("-i", dest="input_folder", required=True,
+                        help="input folder: <case>_000X.nii.gz files, or in-house subject folders (t1.nii.gz, "
+                             "field.nii.gz, mask.nii.gz)")
+    parser.add_argument("-o", dest="output_folder", required=True,
+                        help="output folder (created; not the input folder or inside it)")
+    parser.add_argument("-d", dest="dataset_id", required=True, help="dataset name or id the model was trained on")
+    parser.add_argument("-p", dest="plans", default=DEFAULT_PLANS, help=f"plans identifier (default: {DEFAULT_PLANS})")
+    parser.add_argument("-tr", dest="trainer", default=DEFAULT_TRAINER,
+                        help=f"trainer class (default: {DEFAULT_TRAINER})")
+    parser.add_argument("-c", dest="configuration", default="3d_fullres", help="configuration (default: 3d_fullres)")
+    parser.add_argument("-f", dest="folds", nargs="+", default=["0", "1", "2", "3", "4"],
                         help="folds to ensemble (default: 0 1 2 3 4; 'all' for fold_all)")
     parser.add_argument("-step_size", type=float, default=0.5, help="sliding-window step as a patch fraction")
     parser.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--save_probabilities", action="store_true", help="also export segmentation probabilities")
     parser.add_argument("--continue_prediction", action="store_true", help="skip cases whose outputs exist")
-    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default: checkpoint_final.pth)")
+    parser.add_argument("-chk", dest="checkpoint_name", default="checkpoint_final.pth",
+                        help="checkpoint name (default: checkpoint_final.pth)")
     parser.add_argument("-npp", type=int, default=2, help="preprocessing processes (default: 2)")
     parser.add_argument("-nps", type=int, default=2, help="segmentation export processes (default: 2)")
     parser.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"),
@@ -59,59 +73,107 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"mqsm_predict: {error}", file=sys.stderr)
-        return 1
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0; 1 for a user error (one line); 2 for bad flags; 130 / 143 when interrupted."""
+    return run_command(PROG, build_parser, run, argv)
+
+
+def _folders(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(input, output) after the checks that need no model.
+
+    Raises:
+        FileNotFoundError / ValueError / PermissionError: a missing input, an output that is the input
+            or inside it, an output that cannot be created.
+    """
+    from mqsm_nnunet.files import writable_folder
+
+    if args.npp < 1 or args.nps < 1:
+        raise UsageError(f"-npp and -nps must be at least 1; got {args.npp} and {args.nps}")
+    input_dir = Path(args.input_folder)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"{input_dir}: input folder not found (`input_folder`)")
+    out_dir = Path(args.output_folder)
+    inputs, outputs = input_dir.resolve(), out_dir.resolve()
+    if outputs == inputs or inputs in outputs.parents:
+        raise ValueError(f"{out_dir}: the output folder is the input folder {input_dir} or inside it; predictions "
+                         "would be mixed with the inputs: choose another `output_folder`")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir}: exists and is not a folder; choose another `output_folder`")
+    writable_folder(out_dir)
+    return input_dir, out_dir
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check everything, then predict; returns 0."""
+    from mqsm_nnunet.nnunet_datasets import check_process_counts, resolve_dataset
+
+    check_process_counts()
+    if not os.environ.get("nnUNet_results"):
+        raise ValueError("nnUNet_results is not set: export nnUNet_results=/path/to/nnUNet_results (where the "
+                         "trained model is)")
+    dataset = resolve_dataset(args.dataset_id)
+    input_dir, out_dir = _folders(args)
+
     import torch
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
     from mqsm_nnunet.inference.model_folder import check_model_folder
-    from mqsm_nnunet.inference.predictor import mQSMPredictor
     from mqsm_nnunet.inference.staging import check_channel_files, is_inhouse_cohort, stage_inhouse_cohort
 
-    folds = [f if f == "all" else int(f) for f in args.f]
-    model_folder = Path(get_output_folder(args.d, args.tr, args.p, args.c))
-    check_model_folder(model_folder, folds, args.chk)
-    input_dir = Path(args.i)
-    if not input_dir.is_dir():
-        raise FileNotFoundError(f"{input_dir}: input folder not found (-i)")
+    bad_folds = [f for f in args.folds if f != "all" and not f.isdigit()]
+    if bad_folds:
+        raise UsageError(f"`folds` must be fold numbers or 'all'; got {' '.join(bad_folds)}")
+    folds = [f if f == "all" else int(f) for f in args.folds]
+    model_folder = Path(get_output_folder(dataset, args.trainer, args.plans, args.configuration))
+    dataset_json = check_model_folder(model_folder, folds, args.checkpoint_name)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("-device cuda, but no CUDA GPU is available: pass -device cpu")
+    inhouse = is_inhouse_cohort(input_dir)
+    if not inhouse:
+        check_channel_files(input_dir, dataset_json)
 
-    out_dir = Path(args.o)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".mqsm_predict_inputs_", dir=out_dir) as tmp:
-        if is_inhouse_cohort(input_dir):
-            from mqsm_nnunet.conversion import ConversionOptions
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".mqsm_predict_inputs_", dir=out_dir) as tmp:
+            if inhouse:
+                from mqsm_nnunet.conversion import ConversionOptions
 
-            options = ConversionOptions(field_units=args.field_units, b0=args.b0, te=args.te,
-                                        b0_dir=tuple(args.b0_dir) if args.b0_dir else None)
-            print(f"{input_dir}: in-house subject folders; computing the network inputs (QSM-) first")
-            input_dir = stage_inhouse_cohort(input_dir, Path(tmp), model_folder, options)
-        else:
-            n_channels = len(json.loads((model_folder / "dataset.json").read_text())["channel_names"])
-            check_channel_files(input_dir, n_channels)
-        device = torch.device(args.device)
-        if device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
-        predictor = mQSMPredictor(tile_step_size=args.step_size, use_gaussian=True,
-                                  use_mirroring=not args.disable_tta, perform_everything_on_device=True,
-                                  device=device, verbose=args.verbose, verbose_preprocessing=args.verbose,
-                                  allow_tqdm=not args.disable_progress_bar)
-        predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name=args.chk)
-        predictor.channels  # fail early on a model whose dataset.json has no mqsm block
-        predictor.predict_from_files(str(input_dir), str(out_dir), save_probabilities=args.save_probabilities,
-                                     overwrite=not args.continue_prediction, num_processes_preprocessing=args.npp,
-                                     num_processes_segmentation_export=args.nps)
+                options = ConversionOptions(field_units=args.field_units, b0=args.b0, te=args.te,
+                                            b0_dir=tuple(args.b0_dir) if args.b0_dir else None)
+                print(f"{input_dir}: in-house subject folders; computing the network inputs (QSM-) first")
+                input_dir = stage_inhouse_cohort(input_dir, Path(tmp), dataset_json, options)
+            _predict(args, model_folder, folds, input_dir, out_dir)
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     print(f"wrote segmentations and QSM maps to {out_dir}")
     return 0
+
+
+def _predict(args: argparse.Namespace, model_folder: Path, folds: list, input_dir: Path, out_dir: Path) -> None:
+    import torch
+
+    from mqsm_nnunet.inference.predictor import mQSMPredictor
+
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    predictor = mQSMPredictor(tile_step_size=args.step_size, use_gaussian=True,
+                              use_mirroring=not args.disable_tta, perform_everything_on_device=True,
+                              device=device, verbose=args.verbose, verbose_preprocessing=args.verbose,
+                              allow_tqdm=not args.disable_progress_bar)
+    try:
+        predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name=args.checkpoint_name)
+    except (EOFError, pickle.UnpicklingError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{model_folder}: cannot load {args.checkpoint_name} of fold(s) "
+                         f"{', '.join(map(str, folds))} ({reason}); a corrupted or unfinished checkpoint, or "
+                         "another `trainer` / `plans` than it was trained with?") from None
+    predictor.predict_from_files(str(input_dir), str(out_dir), save_probabilities=args.save_probabilities,
+                                 overwrite=not args.continue_prediction, num_processes_preprocessing=args.npp,
+                                 num_processes_segmentation_export=args.nps)
 
 
 if __name__ == "__main__":

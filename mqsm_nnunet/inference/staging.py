@@ -2,17 +2,19 @@
 
 In-house folders go through the same per-subject conversion as `mqsm_convert` (unit conversion,
 B0 direction, whole-volume QSM-, T1 resampling), so a model sees at prediction exactly the inputs
-it was trained on.
+it was trained on. nnU-Net style folders are checked file by file before nnU-Net sees them: a
+file that does not fit the `<case>_XXXX` pattern, a missing or extra channel, a corrupted file or
+channels of one case on different grids would otherwise fail deep inside nnU-Net, or not at all.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from mqsm_nnunet.conversion import ConversionOptions, FileNames, convert_for_inference, discover_inference_subjects
-
-_CHANNEL_FILE = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
+from mqsm_nnunet.dataset_metadata import qsm_minus_thresholds
+from mqsm_nnunet.grid import check_same_grid
+from mqsm_nnunet.nifti import read_volume
 
 
 def is_inhouse_cohort(input_dir: Path, file_names: FileNames = FileNames()) -> bool:
@@ -20,42 +22,78 @@ def is_inhouse_cohort(input_dir: Path, file_names: FileNames = FileNames()) -> b
     return any((p / file_names.field).is_file() for p in input_dir.iterdir() if p.is_dir())
 
 
-def check_channel_files(input_dir: Path, n_channels: int) -> list[str]:
-    """Case ids of an nnU-Net style input folder; every case must have all `n_channels` files.
+def _channel_files(input_dir: Path, file_ending: str) -> dict[str, dict[int, Path]]:
+    """Case -> channel index -> file, for every file ending in `file_ending`.
 
     Raises:
-        ValueError: no channel files, or a case lacks some channel (named with the file it needs).
+        ValueError: files ending in `file_ending` that are not `<case>_XXXX<ending>`.
     """
-    channels_by_case: dict[str, set[int]] = {}
-    for path in input_dir.iterdir():
-        match = _CHANNEL_FILE.match(path.name)
-        if match:
-            channels_by_case.setdefault(match["case"], set()).add(int(match["channel"]))
-    if not channels_by_case:
-        raise ValueError(f"{input_dir}: no <case>_0000.nii.gz channel files and no subject folders with a "
+    pattern = re.compile(rf"(?P<case>.+)_(?P<channel>\d{{4}}){re.escape(file_ending)}")
+    files: dict[str, dict[int, Path]] = {}
+    stray = []
+    for path in sorted(input_dir.iterdir()):
+        if not path.name.endswith(file_ending) or path.name.startswith("."):
+            continue
+        match = pattern.fullmatch(path.name)
+        if match is None or not path.is_file():
+            stray.append(path.name)
+        else:
+            files.setdefault(match["case"], {})[int(match["channel"])] = path
+    if stray:
+        raise ValueError(f"{input_dir}: {', '.join(stray)} do not fit the <case>_XXXX{file_ending} channel pattern; "
+                         "move them out of the input folder")
+    return files
+
+
+def check_channel_files(input_dir: Path, dataset_json: dict) -> list[str]:
+    """Case ids of an nnU-Net style input folder, after checking every file: each case has exactly
+    the model's channels, each file reads completely (`nifti.read_volume`), and the channels of a
+    case lie on one grid.
+
+    Raises:
+        ValueError: what does not fit, naming the folder or file.
+    """
+    file_ending = dataset_json.get("file_ending", ".nii.gz")
+    n_channels = len(dataset_json["channel_names"])
+    files = _channel_files(input_dir, file_ending)
+    if not files:
+        raise ValueError(f"{input_dir}: no <case>_0000{file_ending} channel files and no subject folders with a "
                          "field map; see `mqsm_predict --help`")
-    for case, present in sorted(channels_by_case.items()):
-        missing = sorted(set(range(n_channels)) - present)
-        if missing:
-            files = ", ".join(f"{case}_{c:04d}.nii.gz" for c in missing)
-            raise ValueError(f"{input_dir}: case {case} lacks {files}; the model needs {n_channels} channels "
-                             "(T1, field, QSM-, mask as mqsm_convert writes them)")
-    return sorted(channels_by_case)
+    for case, channels in sorted(files.items()):
+        missing = sorted(set(range(n_channels)) - set(channels))
+        extra = sorted(set(channels) - set(range(n_channels)))
+        if missing or extra:
+            need = ", ".join(f"{case}_{c:04d}{file_ending}" for c in missing)
+            more = ", ".join(channels[c].name for c in extra)
+            raise ValueError(f"{input_dir}: case {case} " + (f"lacks {need}" if missing else f"has extra {more}")
+                             + f"; the model takes {n_channels} channels (T1, field, QSM-, mask as mqsm_convert "
+                               "writes them)")
+        first = read_volume(channels[0], dtype=None)
+        for index in range(1, n_channels):
+            other = read_volume(channels[index], dtype=None)
+            check_same_grid(channels[index], other.affine, other.data.shape, channels[0], first.affine,
+                            first.data.shape)
+    return sorted(files)
 
 
-def stage_inhouse_cohort(input_dir: Path, staging_dir: Path, model_folder: Path,
+def stage_inhouse_cohort(input_dir: Path, staging_dir: Path, dataset_json: dict,
                          options: ConversionOptions) -> Path:
-    """Convert every subject folder of `input_dir` into channel files under `staging_dir`.
+    """Convert every subject folder of `input_dir` into channel files under `staging_dir`, with the
+    QSM- thresholds the model was trained with (its dataset.json; refused when it does not say).
 
-    The QSM- thresholds are the ones the model was trained with (its dataset.json).
+    Raises:
+        ValueError: channel files mixed with subject folders, or any conversion error (naming subject and file).
     """
-    dataset_json = json.loads((model_folder / "dataset.json").read_text())
-    thresholds = tuple(dataset_json["mqsm"].get("qsm_minus_thresholds", options.thresholds))
+    mixed = sorted(p.name for p in input_dir.iterdir() if p.is_file() and p.name.endswith(".nii.gz"))
+    if mixed:
+        raise ValueError(f"{input_dir}: holds subject folders and also NIfTI files ({', '.join(mixed[:3])}"
+                         f"{', ...' if len(mixed) > 3 else ''}); keep one kind of input per folder")
     options = ConversionOptions(field_units=options.field_units, b0=options.b0, te=options.te,
-                                b0_dir=options.b0_dir, thresholds=thresholds, file_names=options.file_names)
+                                b0_dir=options.b0_dir, thresholds=qsm_minus_thresholds(dataset_json),
+                                file_names=options.file_names)
     subjects = discover_inference_subjects(input_dir, options.file_names)
     staging_dir.mkdir(parents=True, exist_ok=True)
     for subject in subjects:
         convert_for_inference(subject, options, staging_dir)
-    check_channel_files(staging_dir, len(dataset_json["channel_names"]))
+    check_channel_files(staging_dir, dataset_json)
     return staging_dir
