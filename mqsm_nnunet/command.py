@@ -126,9 +126,14 @@ def run_command(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
 
 @contextlib.contextmanager
 def worker_pool(processes: int) -> Iterator[multiprocessing.pool.Pool]:
-    """A spawn pool whose workers ignore Ctrl-C from their first instruction on (an ignored signal
-    stays ignored across exec, unlike a handler set later), so Ctrl-C reaches only the main process,
-    which terminates them when the block is left: no traceback per worker."""
+    """A spawn pool whose workers ignore Ctrl-C from their first instruction on, so it reaches only
+    the main process, which terminates them when the block is left: no traceback per worker.
+
+    SIGINT is ignored while the workers are started (an ignored signal stays ignored across exec,
+    unlike a handler set later, which would come too late for a Ctrl-C during their imports). A
+    Ctrl-C in those few milliseconds of starting is not seen; one during the workers' imports or
+    their work is.
+    """
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         pool = multiprocessing.get_context("spawn").Pool(processes)

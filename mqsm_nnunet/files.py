@@ -58,6 +58,14 @@ def _make_parents(folder: Path) -> list[Path]:
     return created
 
 
+def _named_visibly(error: OSError, hidden: Path, visible: Path) -> OSError:
+    """`error` naming `visible` where it named the hidden build path: users never see hidden names."""
+    name = error.filename
+    if isinstance(name, (str, os.PathLike)) and str(name).startswith(str(hidden)) and error.strerror:
+        return type(error)(error.errno, error.strerror, str(visible) + str(name)[len(str(hidden)):])
+    return error
+
+
 def _remove_empty(folders: Iterable[Path]) -> None:
     for folder in folders:
         try:
@@ -77,9 +85,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
         _remove_empty(created)
+        if isinstance(error, OSError):
+            raise _named_visibly(error, tmp, path) from None
         raise
 
 
@@ -109,8 +119,8 @@ def atomic_folder(destination: str | os.PathLike, *, replaces: Iterable[str | os
     replaced = [Path(p).absolute() for p in replaces if Path(p).exists()]
     created = _make_parents(destination.parent)
     build = destination.with_name(f".{destination.name}.partial-{_token()}")
-    build.mkdir()
     try:
+        build.mkdir()
         yield build
         if destination.exists() and destination not in replaced:
             if not merge:
@@ -119,9 +129,11 @@ def atomic_folder(destination: str | os.PathLike, *, replaces: Iterable[str | os
             _merge(build, destination, owned)
         else:
             _swap(build, destination, replaced)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(build, ignore_errors=True)
         _remove_empty(created)
+        if isinstance(error, OSError):
+            raise _named_visibly(error, build, destination) from None
         raise
 
 

@@ -13,6 +13,7 @@ than decoded into wrong voxels.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import warnings
 import zlib
@@ -64,12 +65,19 @@ def _image(path: Path, raw: bytes) -> nib.Nifti1Image:
     if size not in _HEADER_CLASSES:
         raise ValueError(f"{path}: not a NIfTI image (no NIfTI-1 or NIfTI-2 header); file corrupted or of another "
                          "format? Convert it to NIfTI (.nii.gz)")
+    image_class = _HEADER_CLASSES[size]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # nibabel's header fix-up notes; the checks below speak instead
-            image = _HEADER_CLASSES[size].from_bytes(raw)
+        stored = image_class.header_class.from_fileobj(io.BytesIO(raw), check=False)
+        pixdim = np.asarray(stored["pixdim"][1:4], dtype=float)
+        # nibabel's loader repairs some header fields silently (a zero pixdim becomes 1 mm); our checks speak instead
+        with warnings.catch_warnings(), nib.imageglobals.LoggingOutputSuppressor():
+            warnings.simplefilter("ignore")
+            image = image_class.from_bytes(raw)
     except Exception as error:  # nibabel raises several types for a broken header
         raise ValueError(f"{path}: file is corrupted (unreadable NIfTI header: {error})") from None
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):
+        raise ValueError(f"{path}: voxel size (header pixdim) {tuple(float(v) for v in pixdim)} mm; voxel sizes must "
+                         "be positive and finite: fix the header")
     proxy = image.dataobj
     needed = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
     if len(raw) < needed:

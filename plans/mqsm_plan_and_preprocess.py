@@ -14,11 +14,10 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from mqsm_nnunet.command import MQSMWarning, UsageError, run_command
+from mqsm_nnunet.command import UsageError, run_command
 
 PROG = "mqsm_plan_and_preprocess"
 
@@ -54,7 +53,7 @@ def _raw_dataset(dataset_id: int) -> Path:
         ValueError: unknown ID, not in $nnUNet_raw, or a dataset.json without the mqsm block.
     """
     from mqsm_nnunet.dataset_metadata import MQSMChannels
-    from mqsm_nnunet.nnunet_datasets import folds_warning, resolve_dataset
+    from mqsm_nnunet.nnunet_datasets import resolve_dataset
 
     name = resolve_dataset(dataset_id)
     folder = Path(os.environ["nnUNet_raw"]) / name
@@ -69,9 +68,6 @@ def _raw_dataset(dataset_id: int) -> Path:
         MQSMChannels.from_dataset_json(dataset_json)
     except ValueError as error:
         raise ValueError(f"{folder / 'dataset.json'}: {error}") from None
-    note = folds_warning(int(dataset_json.get("numTraining", 0)))
-    if note:
-        warnings.warn(f"{folder}: {note}", MQSMWarning, stacklevel=2)
     return folder
 
 
