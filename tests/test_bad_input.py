@@ -10,38 +10,37 @@ empty checkpoint stands in for a trained one.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 from dataset_conversion.mqsm_convert import main as convert_main
 from mqsm_nnunet import physics
+from mqsm_nnunet.analysis.cli import main as iron_main
 from mqsm_nnunet.conversion import robust_half_range
 from mqsm_nnunet.evaluation import main as evaluate_main
 from mqsm_nnunet.inference.cli import main as predict_main
-from mqsm_nnunet.analysis.cli import main as iron_main
 from mqsm_nnunet.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import write_cohort
 from plans.mqsm_plan_and_preprocess import main as plan_main
+
+from nifti_faults import (CORRUPTIONS, corrupt, disagreeing, expected_words, no_orientation, patch_pixdim, sheared,
+                          singular)
 
 SHAPE, VOXEL = (24, 24, 20), (8.0, 8.0, 8.0)
 CASES = ("sub-001", "sub-002", "sub-003")
 DATASET = "Dataset007_Phantom"
 MODEL = f"{DATASET}/mQSMTrainer__mQSMPlans__3d_fullres"
 BIN = Path(sys.executable).parent
-GAMMA = physics.GYROMAGNETIC_RATIO_HZ_PER_T / 1e6  # Hz per ppm per tesla
 
 
 @dataclass
@@ -179,55 +178,6 @@ def rewrite(path: Path, data: np.ndarray | None = None, affine: np.ndarray | Non
     write_volume(path, volume.data if data is None else data, volume.affine if affine is None else affine)
 
 
-def save_header(path: Path, *, sform: np.ndarray | None, sform_code: int, qform: np.ndarray | None,
-                qform_code: int) -> None:
-    """Rewrite `path` with the given sform / qform and codes (what a scanner export may hold)."""
-    data = np.asanyarray(nib.load(str(path)).dataobj)
-    image = nib.Nifti1Image(data, None)
-    if qform is not None:
-        image.set_qform(qform, qform_code)
-    if sform is not None:
-        image.set_sform(sform, sform_code)
-    image.header["sform_code"], image.header["qform_code"] = sform_code, qform_code
-    nib.save(image, str(path))
-
-
-def patch_pixdim(path: Path, axis: int, value: float) -> None:
-    """Set pixdim[axis] in the raw header bytes (nibabel's writer would repair a 0) and make the
-    qform the geometry (sform code 0)."""
-    raw = bytearray(gzip.decompress(path.read_bytes()))
-    struct.pack_into("<f", raw, 76 + 4 * axis, value)
-    struct.pack_into("<h", raw, 254, 0)
-    path.write_bytes(gzip.compress(bytes(raw)))
-
-
-def _deflate_start(raw: bytes) -> int:
-    """Offset of the compressed data in a gzip member (after the header and its file name)."""
-    start = 10
-    if raw[3] & 0x08:  # FNAME
-        start = raw.index(b"\x00", start) + 1
-    return start
-
-
-CORRUPTIONS = {
-    "crc": lambda raw: raw[:-8] + bytes([raw[-8] ^ 0xFF]) + raw[-7:],        # CRC32 trailer
-    "length": lambda raw: raw[:-2] + bytes([raw[-2] ^ 0xFF]) + raw[-1:],     # ISIZE trailer
-    "middle": lambda raw: raw[:len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 0x55]) + raw[len(raw) // 2 + 1:],
-    "early": lambda raw: (raw[:_deflate_start(raw) + 3] + bytes([raw[_deflate_start(raw) + 3] ^ 0x01])
-                          + raw[_deflate_start(raw) + 4:]),
-    "truncated": lambda raw: raw[:len(raw) // 2],
-    "not nifti": lambda raw: b"not a NIfTI file at all",
-}
-
-
-def corrupt(path: Path, how: str) -> None:
-    path.write_bytes(CORRUPTIONS[how](path.read_bytes()))
-
-
-def corruption_words(how: str) -> str:
-    return "not a NIfTI" if how == "not nifti" else "corrupted"
-
-
 # ----------------------------------------------------------------------------------------------------
 # 1. corrupted files: noticed and named as corrupted, by every command that reads images
 # ----------------------------------------------------------------------------------------------------
@@ -236,7 +186,7 @@ def corruption_words(how: str) -> str:
 def test_convert_refuses_a_corrupted_file(cohort, nnunet, run, role, how):
     corrupt(cohort / "sub-002" / f"{role}.nii.gz", how)
     result = run(convert_main, *convert_args(cohort))
-    assert_refused(result, "mqsm_convert", "sub-002", f"{role}.nii.gz", corruption_words(how))
+    assert_refused(result, "mqsm_convert", "sub-002", f"{role}.nii.gz", expected_words(how))
     assert_no_dataset(nnunet)
 
 
@@ -251,7 +201,7 @@ def test_analysis_commands_refuse_a_corrupted_file(cohort, tmp_path, run, comman
     name = "sub-003_qsm.nii.gz" if folder == "qsm" else "sub-003.nii.gz"
     corrupt(inputs[folder] / name, how)
     result = run(main, *args)
-    assert_refused(result, f"mqsm_{command}", name, corruption_words(how))
+    assert_refused(result, f"mqsm_{command}", name, expected_words(how))
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
@@ -383,31 +333,6 @@ def test_predict_refuses_an_unreadable_checkpoint_and_removes_its_output(model, 
 # ----------------------------------------------------------------------------------------------------
 # 4. geometry the two readers (SimpleITK for nnU-Net, nibabel for us) do not agree on
 # ----------------------------------------------------------------------------------------------------
-def sheared(path: Path) -> None:
-    affine = read_volume(path, dtype=None).affine.copy()
-    affine[0, 1] = 3.0
-    save_header(path, sform=affine, sform_code=1, qform=None, qform_code=0)
-
-
-def singular(path: Path) -> None:
-    affine = read_volume(path, dtype=None).affine.copy()
-    affine[:3, 1] = affine[:3, 0]
-    save_header(path, sform=affine, sform_code=1, qform=None, qform_code=0)
-
-
-def disagreeing(path: Path) -> None:
-    """sform (code 2, nibabel's choice) and a flipped, shifted qform (code 1, SimpleITK's choice)."""
-    affine = read_volume(path, dtype=None).affine
-    flipped = affine.copy()
-    flipped[:3, 0] *= -1
-    flipped[:3, 3] += 8.0
-    save_header(path, sform=affine, sform_code=2, qform=flipped, qform_code=1)
-
-
-def no_orientation(path: Path) -> None:
-    save_header(path, sform=None, sform_code=0, qform=None, qform_code=0)
-
-
 @pytest.mark.parametrize("role, change, words, extra", [
     ("field", sheared, "sheared", []),
     ("field", sheared, "sheared", ["--b0-dir", "0", "0", "1"]),  # B0 given: the affine still matters

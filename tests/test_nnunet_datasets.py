@@ -1,0 +1,54 @@
+"""nnunet_datasets: dataset names, nnU-Net's ID lookup with a fix in its message, process counts."""
+from __future__ import annotations
+
+import pytest
+
+from mqsm_nnunet.nnunet_datasets import (check_process_counts, dataset_folder_name, folds_warning, resolve_dataset)
+
+
+@pytest.fixture
+def folders(tmp_path, monkeypatch):
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / name))
+    return tmp_path
+
+
+def test_folder_name_pads_the_id():
+    assert dataset_folder_name(7, "Phantom") == "Dataset007_Phantom"
+    for dataset_id, name in ((0, "A"), (1000, "A"), (True, "A"), (7, "a b"), (7, "")):
+        with pytest.raises(ValueError):
+            dataset_folder_name(dataset_id, name)
+
+
+def test_resolve_finds_the_one_name_in_any_folder(folders):
+    (folders / "nnUNet_results" / "Dataset007_Phantom").mkdir()
+    assert resolve_dataset("7") == resolve_dataset(7) == "Dataset007_Phantom"
+    assert resolve_dataset("Dataset042_Other") == "Dataset042_Other"
+
+
+def test_resolve_explains_what_nnunet_would_raise(folders):
+    with pytest.raises(ValueError, match="no dataset with ID 7 .*nnUNet_raw=.*`dataset_id`"):
+        resolve_dataset(7)
+    (folders / "nnUNet_raw" / "Dataset007_A").mkdir()
+    (folders / "nnUNet_preprocessed" / "Dataset007_B").mkdir()
+    with pytest.raises(ValueError, match="more than one dataset name for ID 7: Dataset007_A, Dataset007_B"):
+        resolve_dataset(7)
+    with pytest.raises(ValueError, match="dataset ID"):
+        resolve_dataset("seven")
+
+
+@pytest.mark.parametrize("value, ok", [("1", True), ("8", True), ("0", False), ("-2", False), ("two", False), ("", False)])
+@pytest.mark.parametrize("variable", ["nnUNet_n_proc_DA", "nnUNet_def_n_proc"])
+def test_process_counts(monkeypatch, variable, value, ok):
+    monkeypatch.setenv(variable, value)
+    if ok:
+        check_process_counts()
+    else:
+        with pytest.raises(ValueError, match=f"{variable}={value!r}"):
+            check_process_counts()
+
+
+def test_folds_warning_below_five_cases():
+    assert folds_warning(5) is None
+    assert "4 training case(s)" in folds_warning(4) and "all" in folds_warning(4)
