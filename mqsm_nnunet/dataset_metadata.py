@@ -11,25 +11,41 @@ from dataclasses import dataclass
 DEFAULT_CHANNELS = {"t1": 0, "field": 1, "qsm_minus": 2, "mask": 3}
 """Role -> image channel index (`_000X` file suffix) as mqsm_convert writes them."""
 
+QSM_ONLY_CHANNELS = {"field": 0, "qsm_minus": 1, "mask": 2}
+"""Role -> channel index of a dataset made from field maps alone (`mqsm_convert --qsm-only`): no T1.
+Its dataset.json `mqsm` block says `"qsm_only": true`."""
+
 CHANNEL_NORMALIZATION = {"t1": "zscore", "field": "noNorm", "qsm_minus": "noNorm", "mask": "noNorm"}
 """Role -> nnU-Net normalization scheme (dataset.json "channel_names" values): the T1 is z-scored,
 the physical channels (ppm maps, the 0/1 mask) keep their values."""
 
 
-def channel_names() -> dict[str, str]:
+def channel_layout(qsm_only: bool = False) -> dict[str, int]:
+    """Role -> channel index that mqsm_convert writes (`QSM_ONLY_CHANNELS` with `qsm_only`)."""
+    return dict(QSM_ONLY_CHANNELS if qsm_only else DEFAULT_CHANNELS)
+
+
+def channel_names(qsm_only: bool = False) -> dict[str, str]:
     """dataset.json "channel_names": channel index (as a string) -> normalization scheme."""
-    return {str(index): CHANNEL_NORMALIZATION[role] for role, index in sorted(DEFAULT_CHANNELS.items(),
+    layout = channel_layout(qsm_only)
+    return {str(index): CHANNEL_NORMALIZATION[role] for role, index in sorted(layout.items(),
                                                                              key=lambda item: item[1])}
 
 
 @dataclass(frozen=True)
 class MQSMChannels:
-    """Indices of the input channels (nnU-Net channel order)."""
+    """Indices of the input channels (nnU-Net channel order); `t1` is None for a dataset made from
+    field maps alone (the reconstruction never reads the T1, only the segmentation does)."""
 
-    t1: int = DEFAULT_CHANNELS["t1"]
+    t1: int | None = DEFAULT_CHANNELS["t1"]
     field: int = DEFAULT_CHANNELS["field"]
     qsm_minus: int = DEFAULT_CHANNELS["qsm_minus"]
     mask: int = DEFAULT_CHANNELS["mask"]
+
+    @property
+    def qsm_only(self) -> bool:
+        """No T1 channel: QSM can be trained and predicted, segmentation cannot."""
+        return self.t1 is None
 
     @property
     def physical(self) -> tuple[int, ...]:
@@ -49,16 +65,20 @@ class MQSMChannels:
                 "dataset.json has no 'mqsm' block with the channel roles: this dataset was not made by "
                 "mqsm_convert. Convert your subjects with `mqsm_convert -i COHORT -d ID -n NAME`."
             )
+        qsm_only = bool(block.get("qsm_only", False))
+        roles = channel_layout(qsm_only)
         channels = {k: int(v) for k, v in block["channels"].items() if k in DEFAULT_CHANNELS}
-        missing = sorted(set(DEFAULT_CHANNELS) - set(channels))
+        missing = sorted(set(roles) - set(channels))
         if missing:
             raise ValueError(f"dataset.json 'mqsm.channels' lacks {missing}; re-run mqsm_convert")
+        if qsm_only and "t1" in channels:
+            raise ValueError("dataset.json 'mqsm' says qsm_only but its channels name a t1; re-run mqsm_convert")
         n_channels = len(dataset_json.get("channel_names", {}))
         if n_channels and max(channels.values()) >= n_channels:
             raise ValueError(
                 f"dataset.json 'mqsm.channels' {channels} points past the {n_channels} channels in channel_names"
             )
-        return cls(**channels)
+        return cls(t1=None, **channels) if qsm_only else cls(**channels)
 
 
 def qsm_minus_thresholds(dataset_json: dict) -> tuple[float, float]:
