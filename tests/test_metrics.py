@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from mqsm_nnunet import metrics
 
@@ -114,6 +115,30 @@ def test_ssim_is_symmetric_rescaling_invariant_and_falls_with_noise(maps):
     assert metrics.xsim(3 * pred - 0.4, 3 * ref - 0.4, full) != pytest.approx(metrics.xsim(pred, ref, full), rel=1e-3)
     noisier = ref + 0.05 * rng.standard_normal(ref.shape)
     assert -1.0 < metrics.ssim(noisier, ref, full) < value < 1.0
+
+
+def test_psnr_equals_scikit_image_with_the_reference_range_as_peak(maps):
+    ref, mask = maps
+    pred = ref + 0.01 * np.random.default_rng(2).standard_normal(ref.shape)
+    expected = peak_signal_noise_ratio(ref[mask], pred[mask], data_range=float(ref[mask].max() - ref[mask].min()))
+    assert metrics.psnr(pred, ref, mask) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ssim_map_equals_scikit_image_where_both_windows_see_the_same_values():
+    """Piecewise-constant maps: away from the value edges and the border, every Gaussian window
+    (ours 7^3, scikit-image's 11^3) sees constant values, so the SSIM maps must agree exactly
+    there: a check of the constants (L, K1, K2) and of the population variances."""
+    shape = (30, 30, 30)
+    ref = np.full(shape, 0.05)
+    ref[15:] = 0.15
+    pred = np.where(ref > 0.1, 0.12, 0.07)
+    interior = np.zeros(shape, dtype=bool)
+    interior[6:9, 6:24, 6:24] = True
+    interior[21:24, 6:24, 6:24] = True
+    _, reference_map = structural_similarity(pred, ref, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                             use_sample_covariance=False, K1=0.01, K2=0.001, full=True)
+    ours = metrics._mean_ssim(pred, ref, interior, metrics.XSIM_RANGE, metrics.XSIM_K)  # the map behind xsim
+    assert ours == pytest.approx(float(reference_map[interior].mean()), rel=1e-9)
 
 
 def test_log_kernel_is_the_15_cube_zero_sum_laplacian_of_gaussian():

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
-from scipy import ndimage
+from nibabel.processing import resample_from_to
 
 from mqsm_nnunet import physics
 from mqsm_nnunet.command import user_message
@@ -57,10 +58,10 @@ class SubjectResult:
 
 def resample_to_grid(volume: Volume, affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """`volume` trilinearly sampled at the voxel centres of the grid (`affine`, `shape`), matched in
-    world coordinates; 0 outside its field of view."""
-    voxel_map = np.linalg.solve(volume.affine, affine)  # target voxel -> source voxel
-    return ndimage.affine_transform(volume.data, voxel_map[:3, :3], offset=voxel_map[:3, 3],
-                                    output_shape=tuple(shape), order=1, mode="constant", cval=0.0)
+    world coordinates; 0 outside its field of view (nibabel's `resample_from_to`)."""
+    source = nib.Nifti1Image(np.asarray(volume.data, dtype=np.float32), volume.affine)
+    resampled = resample_from_to(source, (tuple(shape), affine), order=1, mode="constant", cval=0.0)
+    return np.asarray(resampled.dataobj, dtype=np.float32)
 
 
 def coverage(volume: Volume, affine: np.ndarray, mask: np.ndarray) -> float:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mqsm_nnunet.files import atomic_folder, write_text_atomic
 from mqsm_nnunet.nifti import write_volume
 from mqsm_nnunet.phantom.anatomy import LABELS, SUSCEPTIBILITY_PPB
 from mqsm_nnunet.phantom.subject import (DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE, DEFAULT_T1_NOISE,
@@ -83,9 +83,7 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> None:
 
 
 def _write_labels_json(out_dir: Path) -> None:
-    tmp = out_dir / ".labels.json.tmp"
-    tmp.write_text(json.dumps(LABELS, indent=2) + "\n")
-    os.replace(tmp, out_dir / "labels.json")
+    write_text_atomic(out_dir / "labels.json", json.dumps(LABELS, indent=2) + "\n")
 
 
 def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[int] = DEFAULT_SHAPE,
@@ -117,16 +115,11 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[in
         subject = make_subject(index, shape, voxel_size, b0, seed, noise=noise, t1_noise=t1_noise,
                                chi_variation=chi_variation)
         name = f"sub-{index:03d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
-        try:
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private (0700); the cohort is ordinary data
+        with atomic_folder(out_dir / name) as build:
             for role, data, dtype in (("t1", subject.t1, np.float32), ("field", subject.field, np.float32),
                                       ("mask", subject.mask, np.uint8), ("labels", subject.labels, np.uint8),
                                       ("chi", subject.chi, np.float32)):
-                write_volume(tmp / f"{role}.nii.gz", data, subject.affine, dtype)
-            os.rename(tmp, out_dir / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                write_volume(build / f"{role}.nii.gz", data, subject.affine, dtype)
         counts = np.bincount(subject.labels.ravel(), minlength=len(LABELS))
         totals = np.bincount(subject.labels.ravel(), weights=subject.chi.ravel(), minlength=len(LABELS))
         found = counts > 0
@@ -158,21 +151,11 @@ def write_template(out_dir: str | os.PathLike, shape: Sequence[int] = DEFAULT_SH
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise ValueError(f"template folder {out_dir} is not empty; pass --overwrite (overwrite=True) to replace "
                          "its template files, or choose another --template folder")
-    out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.absolute().parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_folder(out_dir, merge=True, owned=TEMPLATE_FILES) as build:
         for role, data, dtype in (("t1", template.t1, np.float32), ("labels", template.labels, np.uint8),
                                   ("mask", template.mask, np.uint8), ("chi", template.chi, np.float32)):
-            write_volume(tmp / f"{role}.nii.gz", data, template.affine, dtype)
-        _write_labels_json(tmp)
-        if out_dir.is_dir():
-            for name in TEMPLATE_FILES:
-                os.replace(tmp / name, out_dir / name)
-        else:
-            os.rename(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            write_volume(build / f"{role}.nii.gz", data, template.affine, dtype)
+        _write_labels_json(build)
     return out_dir
 
 
