@@ -452,7 +452,8 @@ def locked(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["convert", "iron", "evaluate", "predict"])
-def test_permission_errors_name_the_folder_and_the_fix(cohort, nnunet, tmp_path, locked, run, monkeypatch, command):
+def test_permission_errors_name_the_folder_and_the_fix(cohort, nnunet, tmp_path, locked, run, monkeypatch, request,
+                                                      command):
     inputs = iron_inputs(cohort, tmp_path)
     out = locked / "out"
     if command == "convert":
@@ -463,12 +464,7 @@ def test_permission_errors_name_the_folder_and_the_fix(cohort, nnunet, tmp_path,
     elif command == "evaluate":
         result = run(evaluate_main, *evaluate_args(inputs, out))
     else:
-        assert run(convert_main, *convert_args(cohort)).status == 0
-        model_folder = nnunet / "nnUNet_results" / MODEL
-        (model_folder / "fold_0").mkdir(parents=True)
-        shutil.copy(nnunet / "nnUNet_raw" / DATASET / "dataset.json", model_folder / "dataset.json")
-        (model_folder / "plans.json").write_text("{}")
-        (model_folder / "fold_0" / "checkpoint_final.pth").touch()
+        request.getfixturevalue("model")
         result = run(predict_main, *predict_args(channel_inputs(nnunet, tmp_path), out))
     assert_refused(result, f"mqsm_{command}", str(locked), "permission", "choose another")
     assert list(locked.iterdir()) == []
