@@ -16,6 +16,12 @@ example (cohort/labels.json, cohort/sub-001/{t1,field,mask,labels}.nii.gz, ...):
   -> /data/nnUNet_raw/Dataset501_mQSM/{imagesTr,labelsTr,imagesTs,dataset.json}
 channels per case: _0000 T1 (zscore), _0001 local field (ppm), _0002 QSM- (ppm), _0003 brain mask.
 Subjects without a label map go to imagesTs. See docs/conversion.md.
+
+field maps only (cohort/sub-001/{field,mask}.nii.gz, no T1, no labels; docs/qsm_only.md):
+  mqsm_convert -i cohort -d 502 -n MyFields --qsm-only
+  mqsm_plan_and_preprocess -d 502 && nnUNetv2_train 502 3d_fullres all -tr mQSMTrainer_QSM -p mQSMPlans
+  mqsm_predict -i cohort -o qsm -d 502 -f all -tr mQSMTrainer_QSM       # <case>_qsm.nii.gz
+channels per case: _0000 local field, _0001 QSM-, _0002 brain mask; label map = brain mask.
 """
 
 
@@ -24,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE,
-        description="Convert subjects (T1 + local field map + brain mask [+ labels]) into an nnU-Net v2 raw "
+        description="Convert subjects (T1 + local field map + brain mask [+ labels], or field map + mask alone "
+                    "with --qsm-only) into an nnU-Net v2 raw "
                     "dataset for mQSM: computes QSM- on each whole field map and writes dataset.json.")
     parser.add_argument("-i", "--input", dest="cohort", required=True, metavar="COHORT",
                         help="cohort folder: one subfolder per subject (its name is the case id)")
@@ -38,10 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--b0", type=float, metavar="T", help="field strength in tesla")
     parser.add_argument("--te", type=float, metavar="S", help="echo time in seconds (for --field-units rad)")
     parser.add_argument("--b0-dir", type=float, nargs=3, metavar=("X", "Y", "Z"),
-                        help="B0 direction in voxel axes (i, j, k) for every subject (default: from each "
-                             "field map's affine, world z)")
+                        help="B0 direction in voxel axes (i, j, k) for every subject (default: a 'B0_dir' in a "
+                             "JSON sidecar next to the field map, field.json or params.json, else from each field "
+                             "map's affine, world z)")
     parser.add_argument("--thresholds", type=float, nargs=2, metavar=("T1", "T2"), default=(0.1, 0.2),
                         help="TKD thresholds of QSM- at edges and elsewhere (default: 0.1 0.2, paper Eq. 3)")
+    parser.add_argument("--qsm-only", action="store_true",
+                        help="field maps and masks alone (no T1, no labels): every subject trains the self-"
+                             "supervised reconstruction (-tr mQSMTrainer_QSM); the brain mask is the label map")
     parser.add_argument("--test-subjects", nargs="+", default=[], metavar="SUBJECT",
                         help="subjects to put in imagesTs even if they have labels")
     parser.add_argument("--overwrite", action="store_true",
@@ -71,7 +82,8 @@ def _convert(args: argparse.Namespace) -> None:
     options = ConversionOptions(
         field_units=args.field_units, b0=args.b0, te=args.te, b0_dir=tuple(args.b0_dir) if args.b0_dir else None,
         thresholds=tuple(args.thresholds),
-        file_names=FileNames(args.t1_name, args.field_name, args.mask_name, args.labels_name, args.chi_name))
+        file_names=FileNames(args.t1_name, args.field_name, args.mask_name, args.labels_name, args.chi_name),
+        qsm_only=args.qsm_only)
     print(convert_cohort(args.cohort, args.dataset_id, args.name, labels_json=args.labels_json, options=options,
                          test_subjects=args.test_subjects, overwrite=args.overwrite, num_processes=args.num_processes))
 

@@ -47,6 +47,11 @@ class MQSMChannels:
         """No T1 channel: QSM can be trained and predicted, segmentation cannot."""
         return self.t1 is None
 
+    def layout(self) -> dict[str, int]:
+        """Role -> channel index of the roles this dataset has, in channel order."""
+        roles = {role: getattr(self, role) for role in DEFAULT_CHANNELS if getattr(self, role) is not None}
+        return dict(sorted(roles.items(), key=lambda item: item[1]))
+
     @property
     def physical(self) -> tuple[int, ...]:
         """Channels holding measurements (ppm) or the mask: never intensity-augmented or normalized."""

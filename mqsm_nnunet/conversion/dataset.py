@@ -20,11 +20,13 @@ from mqsm_nnunet.command import worker_pool
 from mqsm_nnunet.conversion.cohort import LabelTable, discover_subjects
 from mqsm_nnunet.conversion.options import ConversionOptions, ConversionWarning
 from mqsm_nnunet.conversion.subject import FILE_ENDING, Job, SubjectResult, convert_subject
-from mqsm_nnunet.dataset_metadata import DEFAULT_CHANNELS, channel_names
+from mqsm_nnunet.dataset_metadata import channel_layout, channel_names
 from mqsm_nnunet.files import atomic_folder, writable_folder
 from mqsm_nnunet.nnunet_datasets import dataset_folder_name, existing_datasets, folds_warning, nnunet_raw_folder
 
 MQSM_BLOCK_VERSION = 1
+BRAIN_LABELS = {"background": 0, "brain": 1}
+"""The labels of a field-maps-only dataset (`qsm_only`): nnU-Net needs a label map, the brain mask is one."""
 
 
 def _datasets_to_replace(root: Path, dataset_id: int, overwrite: bool) -> list[Path]:
@@ -57,17 +59,21 @@ def _stale_nnunet_folders(dataset_id: int, folder_name: str) -> list[str]:
 
 def mqsm_block(options: ConversionOptions, labels: LabelTable, results: Sequence[SubjectResult]) -> dict:
     """The "mqsm" block of dataset.json: what later steps (training, prediction, iron) need to know."""
+    sources = {r.b0_source for r in results}
     block = {
         "version": MQSM_BLOCK_VERSION,
-        "channels": dict(DEFAULT_CHANNELS),
+        "channels": channel_layout(options.qsm_only),
         "field_units_input": options.field_units,
         "map_units": "ppm",
         "b0_tesla": options.b0,
         "te_seconds": options.te,
         "qsm_minus_thresholds": list(options.thresholds),
-        "b0_direction_source": "affine" if options.b0_dir is None else "--b0-dir",
+        "b0_direction_source": sources.pop() if len(sources) == 1 else
+        {r.case_id: r.b0_source for r in sorted(results, key=lambda r: r.case_id)},
         "b0_direction": {r.case_id: list(r.b0_direction) for r in sorted(results, key=lambda r: r.case_id)},
     }
+    if options.qsm_only:
+        block["qsm_only"] = True
     if labels.remapped:
         block["label_ids_original"] = dict(labels.original)
     references = sorted(r.case_id for r in results if r.has_reference_qsm)
@@ -79,13 +85,16 @@ def mqsm_block(options: ConversionOptions, labels: LabelTable, results: Sequence
 def dataset_json(name: str, options: ConversionOptions, labels: LabelTable,
                  results: Sequence[SubjectResult]) -> dict:
     """The stock nnU-Net keys plus the "mqsm" block."""
+    channels = "" if options.qsm_only else "T1 (zscore), "
     return {
-        "channel_names": channel_names(),
+        "channel_names": channel_names(options.qsm_only),
         "labels": dict(labels.labels),
         "numTraining": sum(r.training for r in results),
         "file_ending": FILE_ENDING,
         "name": name,
-        "description": "mQSM: T1 (zscore), local field (ppm), QSM- (ppm), brain mask (0/1); written by mqsm_convert",
+        "description": f"mQSM: {channels}local field (ppm), QSM- (ppm), brain mask (0/1)"
+                       + ("; labels = brain mask (field maps only)" if options.qsm_only else "")
+                       + "; written by mqsm_convert",
         "mqsm": mqsm_block(options, labels, results),
     }
 
@@ -117,7 +126,9 @@ def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
                    labels_json: str | os.PathLike | None = None,
                    options: ConversionOptions = ConversionOptions(), test_subjects: Sequence[str] = (),
                    overwrite: bool = False, num_processes: int | None = None, progress: bool = True) -> Path:
-    """Convert an in-house cohort into `$nnUNet_raw/DatasetXXX_NAME`; returns that folder.
+    """Convert an in-house cohort into `$nnUNet_raw/DatasetXXX_NAME`; returns that folder. With
+    `options.qsm_only`: field maps and masks alone (no T1, no labels JSON), every subject a training
+    subject with its brain mask as label map, for `mQSMTrainer_QSM`.
 
     Warnings (`ConversionWarning`): a T1 resampled, a borderline field size, labels remapped to
     consecutive ids, JSON labels absent from every training subject, fewer training subjects than
@@ -136,12 +147,18 @@ def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
     root = writable_folder(nnunet_raw_folder())
     _datasets_to_replace(root, dataset_id, overwrite)
     cohort = Path(cohort)
-    try:
-        labels = LabelTable.from_json(cohort / "labels.json" if labels_json is None else labels_json)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{error}; put it in the cohort folder or give `labels_json`") from None
-    subjects = discover_subjects(cohort, options.file_names, test_subjects)
-    for note in options.unused_arguments() + _stale_nnunet_folders(dataset_id, folder_name):
+    notes = options.unused_arguments() + _stale_nnunet_folders(dataset_id, folder_name)
+    if options.qsm_only:
+        labels = LabelTable(labels=dict(BRAIN_LABELS), original=dict(BRAIN_LABELS), source="brain mask")
+        if labels_json is not None:
+            notes.append("`labels_json` is ignored with `qsm_only` (the brain mask is the label map)")
+    else:
+        try:
+            labels = LabelTable.from_json(cohort / "labels.json" if labels_json is None else labels_json)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{error}; put it in the cohort folder or give `labels_json`") from None
+    subjects = discover_subjects(cohort, options.file_names, test_subjects, qsm_only=options.qsm_only)
+    for note in notes:
         _warn(note)
     if labels.remapped:
         _warn(f"labels JSON ids {sorted(labels.original.values())} are not consecutive; label maps are remapped to "

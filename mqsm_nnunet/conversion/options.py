@@ -40,7 +40,8 @@ class FileNames:
 
 @dataclass(frozen=True)
 class ConversionOptions:
-    """How to read the field map and compute QSM-."""
+    """How to read the field map and compute QSM-; `qsm_only`: a dataset from field maps and masks
+    alone (no T1, no labels; the brain mask is the label map), for `mQSMTrainer_QSM`."""
 
     field_units: str = "ppm"
     b0: float | None = None
@@ -48,6 +49,7 @@ class ConversionOptions:
     b0_dir: tuple[float, float, float] | None = None
     thresholds: tuple[float, float] = (0.1, 0.2)
     file_names: FileNames = FileNames()
+    qsm_only: bool = False
 
     def __post_init__(self) -> None:
         if self.field_units not in FIELD_UNITS:

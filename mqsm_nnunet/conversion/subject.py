@@ -2,9 +2,10 @@
 
 The field map's grid is the reference: the mask, labels and reference QSM must lie on it
 (`grid.GRID_TOLERANCE_MM`); a T1 on another grid is resampled onto it (linear). Every channel is
-written with the field map's exact affine, in the channel order of `dataset_metadata.DEFAULT_CHANNELS`.
-QSM- is computed here, on the whole field volume: the dipole field is non-local, so TKD on patches
-would be wrong. B0 comes from the field map's affine (oblique acquisitions) unless given.
+written with the field map's exact affine, in the channel order of `dataset_metadata.channel_layout`
+(no T1 and the brain mask as label map for a field-maps-only dataset, `qsm_only`). QSM- is computed
+here, on the whole field volume: the dipole field is non-local, so TKD on patches would be wrong.
+B0 comes from `b0_dir`, a JSON sidecar or the field map's affine (`conversion.b0`).
 
 Every error names the subject and the file (`<case>: <path>: <problem>; <fix>`).
 """
@@ -21,10 +22,11 @@ from nibabel.processing import resample_from_to
 
 from mqsm_nnunet import physics
 from mqsm_nnunet.command import user_message
+from mqsm_nnunet.conversion.b0 import b0_direction
 from mqsm_nnunet.conversion.cohort import LabelTable, Subject
 from mqsm_nnunet.conversion.field_units import field_in_ppm
 from mqsm_nnunet.conversion.options import ConversionOptions, ConversionWarning, FILE_ROLES
-from mqsm_nnunet.dataset_metadata import DEFAULT_CHANNELS
+from mqsm_nnunet.dataset_metadata import channel_layout
 from mqsm_nnunet.grid import grid_mismatch
 from mqsm_nnunet.labels import as_label_map
 from mqsm_nnunet.nifti import Volume, read_volume, write_volume
@@ -51,6 +53,7 @@ class SubjectResult:
     case_id: str
     training: bool
     b0_direction: tuple[float, float, float]
+    b0_source: str
     label_ids_present: frozenset[int]
     has_reference_qsm: bool
     warnings: tuple[str, ...]
@@ -167,19 +170,27 @@ class _Reader:
 
 
 def _convert(subject: Subject, options: ConversionOptions, labels: LabelTable | None, images: Path,
-             dataset: Path | None) -> SubjectResult:
-    """Validate one subject and write its channels into `images`; for a training subject also
-    `dataset/labelsTr/<case>` and, when the subject has one, the reference QSM `dataset/qsmTr/<case>`."""
+             dataset: Path | None, layout: dict[str, int]) -> SubjectResult:
+    """Validate one subject and write its channels (`layout`: role -> index) into `images`; for a
+    training subject also `dataset/labelsTr/<case>` (the brain mask for `qsm_only`) and, when the
+    subject has one, the reference QSM `dataset/qsmTr/<case>`. A T1 is written where `layout` has
+    a slot for it and the subject has one."""
     reader = _Reader(subject, options)
     notes: list[str] = []
     field = reader.field()
     mask = reader.brain_mask(field)
     field_ppm = reader.field_ppm(field, mask, options, notes)
-    label_map = reader.label_map(field, labels) if subject.training else None
+    if not subject.training:
+        label_map = None
+    else:
+        label_map = mask.astype(np.uint8) if options.qsm_only else reader.label_map(field, labels)
     reference = reader.reference_qsm(field) if subject.training and reader.paths["chi"].is_file() else None
-    t1 = reader.t1_on_field_grid(field, mask, notes)
-    b0_dir = options.b0_dir if options.b0_dir is not None else tuple(
-        float(v) for v in physics.b0_direction_from_affine(field.affine))
+    with_t1 = "t1" in layout and reader.paths["t1"].is_file()
+    t1 = reader.t1_on_field_grid(field, mask, notes) if with_t1 else None
+    try:
+        b0_dir, b0_source = b0_direction(reader.paths["field"], field.affine, options.b0_dir)
+    except ValueError as error:
+        raise ValueError(f"{subject.case_id}: {error}") from None
     qsm = physics.qsm_minus(field_ppm, field.voxel_size, b0_dir, mask, thresholds=options.thresholds)
 
     case_file = f"{subject.case_id}{FILE_ENDING}"
@@ -192,10 +203,12 @@ def _convert(subject: Subject, options: ConversionOptions, labels: LabelTable | 
         write_volume(dataset / "qsmTr" / case_file, reference, field.affine, np.float32)
     channels = {"t1": (t1, np.float32), "field": (field_ppm, np.float32), "qsm_minus": (qsm, np.float32),
                 "mask": (mask, np.uint8)}
-    for role, (data, dtype) in channels.items():
-        write_volume(images / f"{subject.case_id}_{DEFAULT_CHANNELS[role]:04d}{FILE_ENDING}", data, field.affine,
-                     dtype)
-    return SubjectResult(subject.case_id, subject.training, b0_dir, label_ids, reference is not None, tuple(notes))
+    for role, index in layout.items():
+        data, dtype = channels[role]
+        if data is not None:
+            write_volume(images / f"{subject.case_id}_{index:04d}{FILE_ENDING}", data, field.affine, dtype)
+    return SubjectResult(subject.case_id, subject.training, b0_dir, b0_source, label_ids, reference is not None,
+                         tuple(notes))
 
 
 def convert_subject(job: Job) -> SubjectResult:
@@ -205,17 +218,21 @@ def convert_subject(job: Job) -> SubjectResult:
         ValueError: any validation failure, naming subject and file.
     """
     images = job.output / ("imagesTr" if job.subject.training else "imagesTs")
-    return _convert(job.subject, job.options, job.labels, images, job.output)
+    return _convert(job.subject, job.options, job.labels, images, job.output, channel_layout(job.options.qsm_only))
 
 
-def convert_for_inference(subject: Subject, options: ConversionOptions, output: str | Path) -> None:
-    """Write a subject's four channel files into `output` exactly as `convert_cohort` writes them for
-    training, so a model sees the same inputs at prediction (warnings as `ConversionWarning`).
+def convert_for_inference(subject: Subject, options: ConversionOptions, output: str | Path,
+                          layout: dict[str, int] | None = None) -> None:
+    """Write a subject's channel files (`layout`: the model's role -> index, by default what
+    `convert_cohort` writes) into `output` exactly as `convert_cohort` writes them for training, so
+    a model sees the same inputs at prediction (warnings as `ConversionWarning`). A subject without
+    a T1 gets no T1 file (QSM only).
 
     Raises:
         ValueError: any validation failure, naming subject and file.
     """
     test_subject = Subject(subject.case_id, subject.folder, training=False)
-    result = _convert(test_subject, options, None, Path(output), None)
+    result = _convert(test_subject, options, None, Path(output), None,
+                      channel_layout(options.qsm_only) if layout is None else layout)
     for note in result.warnings:
         warnings.warn(note, ConversionWarning, stacklevel=2)

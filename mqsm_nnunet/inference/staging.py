@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from mqsm_nnunet.conversion import ConversionOptions, FileNames, convert_for_inference, discover_inference_subjects
-from mqsm_nnunet.dataset_metadata import qsm_minus_thresholds
+from mqsm_nnunet.dataset_metadata import MQSMChannels, qsm_minus_thresholds
 from mqsm_nnunet.grid import check_same_grid
 from mqsm_nnunet.nifti import read_volume
 
@@ -47,39 +47,44 @@ def _channel_files(input_dir: Path, file_ending: str) -> dict[str, dict[int, Pat
 
 def check_channel_files(input_dir: Path, dataset_json: dict) -> list[str]:
     """Case ids of an nnU-Net style input folder, after checking every file: each case has exactly
-    the model's channels, each file reads completely (`nifti.read_volume`), and the channels of a
+    the model's channels, except that the T1 may be missing (such a case gets the QSM only, which
+    never reads the T1), each file reads completely (`nifti.read_volume`), and the channels of a
     case lie on one grid.
 
     Raises:
         ValueError: what does not fit, naming the folder or file.
     """
     file_ending = dataset_json.get("file_ending", ".nii.gz")
+    layout = MQSMChannels.from_dataset_json(dataset_json).layout()
     n_channels = len(dataset_json["channel_names"])
     files = _channel_files(input_dir, file_ending)
     if not files:
         raise ValueError(f"{input_dir}: no <case>_0000{file_ending} channel files and no subject folders with a "
                          "field map; see `mqsm_predict --help`")
+    roles = ", ".join(f"_{index:04d} {role}" for role, index in layout.items())
     for case, channels in sorted(files.items()):
-        missing = sorted(set(range(n_channels)) - set(channels))
+        missing = sorted(set(range(n_channels)) - set(channels) - {layout.get("t1")})
         extra = sorted(set(channels) - set(range(n_channels)))
         if missing or extra:
             need = ", ".join(f"{case}_{c:04d}{file_ending}" for c in missing)
             more = ", ".join(channels[c].name for c in extra)
             raise ValueError(f"{input_dir}: case {case} " + (f"lacks {need}" if missing else f"has extra {more}")
-                             + f"; the model takes {n_channels} channels (T1, field, QSM-, mask as mqsm_convert "
-                               "writes them)")
-        first = read_volume(channels[0], dtype=None)
-        for index in range(1, n_channels):
+                             + f"; the model takes {n_channels} channels ({roles}, as mqsm_convert writes them; "
+                               "only the T1 may be left out, for the QSM alone)")
+        present = sorted(channels)
+        first = read_volume(channels[present[0]], dtype=None)
+        for index in present[1:]:
             other = read_volume(channels[index], dtype=None)
-            check_same_grid(channels[index], other.affine, other.data.shape, channels[0], first.affine,
+            check_same_grid(channels[index], other.affine, other.data.shape, channels[present[0]], first.affine,
                             first.data.shape)
     return sorted(files)
 
 
 def stage_inhouse_cohort(input_dir: Path, staging_dir: Path, dataset_json: dict,
                          options: ConversionOptions) -> Path:
-    """Convert every subject folder of `input_dir` into channel files under `staging_dir`, with the
-    QSM- thresholds the model was trained with (its dataset.json; refused when it does not say).
+    """Convert every subject folder of `input_dir` into the model's channel files under `staging_dir`,
+    with the QSM- thresholds the model was trained with (its dataset.json; refused when it does not
+    say). A subject folder without a T1 gets no T1 file (QSM only).
 
     Raises:
         ValueError: channel files mixed with subject folders, or any conversion error (naming subject and file).
@@ -94,6 +99,6 @@ def stage_inhouse_cohort(input_dir: Path, staging_dir: Path, dataset_json: dict,
     subjects = discover_inference_subjects(input_dir, options.file_names)
     staging_dir.mkdir(parents=True, exist_ok=True)
     for subject in subjects:
-        convert_for_inference(subject, options, staging_dir)
+        convert_for_inference(subject, options, staging_dir, MQSMChannels.from_dataset_json(dataset_json).layout())
     check_channel_files(staging_dir, dataset_json)
     return staging_dir
