@@ -8,8 +8,8 @@ exactly as nnU-Net's ExperimentPlanner writes them. They are built the way train
 - plain: PlainConvUNet through nnU-Net's `get_network_from_plans` (stock nnUNetTrainer), 4 input channels.
 - mqsm:  MQSMNet through `build_mqsm_network` with mQSMTrainer's settings and mQSMPlanner's keys
          (reconstruction net 64 wide, 6 blocks, 32 skip channels; mTrans at the bottleneck; paper sizes).
-- tiny:  the same with mQSMTrainer_tiny's settings (reconstruction 16 / 2 blocks / 8 skip channels,
-         U-Net features capped at 32).
+- tiny:  the same with mQSMTrainer_tiny's settings (reconstruction 8 wide / 2 dilated blocks / 8 skip
+         channels, U-Net features 16 at full resolution and at most 32 below).
 
 One step is what the trainers' train_step does on the CPU: zero_grad, forward, nnU-Net's DC_and_CE_loss
 in a DeepSupervisionWrapper (weights 1/2^i, lowest output 0, normalized) on the segmentation outputs,
@@ -174,15 +174,13 @@ def _child(model: str, patch: list[int], batch: int, classes: int, threads: int)
     target = [labels[(..., *[slice(None, None, int(s)) for s in scale])] for scale in scales]
     qsm_minus, field = data[:, c["qsm_minus"]:c["qsm_minus"] + 1], data[:, c["field"]:c["field"] + 1]
     mask = data[:, c["mask"]:c["mask"] + 1] > 0.5
-    if model != "plain":
-        network.return_qsm = True
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         if model == "plain":
             loss = segmentation_loss(network(data), target)
         else:
-            segmentation, qsm = network(data)
+            segmentation, qsm = network(data, with_qsm=True)
             loss = reconstruction_loss(qsm, qsm_minus, field, mask).total + segmentation_loss(segmentation, target)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 12)

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run mQSM end to end on a synthetic phantom cohort: generate, convert, plan, train a short "
                     "mQSM variant, predict held-out subjects, compare with classical dipole inversions, analyse "
                     "regional iron and write tables and figures to OUT/results.",
-        epilog="example: mqsm_demo -o demo_output --subjects 8 --epochs 6")
+        epilog="example: mqsm_demo -o demo_output --subjects 8 --epochs 10 --iterations 25")
     parser.add_argument("-o", "--out", default="mqsm_demo_output", help="output folder (default: mqsm_demo_output)")
     parser.add_argument("--subjects", type=int, default=8, help="cohort size; at least 5 more than --test-subjects (default: 8)")
     parser.add_argument("--test-subjects", type=int, default=2, help="held-out subjects (default: 2)")
@@ -43,8 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="matrix size (default: the phantom's, 64 64 48)")
     parser.add_argument("--voxel-size", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                         help="voxel size in mm (default: the phantom's, 3 3 3)")
-    parser.add_argument("--epochs", type=int, default=6, help="training epochs of mQSMTrainer_tiny (default: 6)")
-    parser.add_argument("--iterations", type=int, default=8, help="training iterations per epoch (default: 8)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs of mQSMTrainer_tiny (default: 10)")
+    parser.add_argument("--iterations", type=int, default=25, help="training iterations per epoch (default: 25)")
+    parser.add_argument("--curve-points", type=int, default=3,
+                        help="held-out scores at this many intermediate checkpoints, for the learning curve "
+                             "(default: 3; 0: final model only)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="training/prediction device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="phantom cohort seed (default: 0)")
@@ -76,8 +79,8 @@ class Steps:
                                + "\n".join(tail))
 
 
-def demo_environment(out: Path, epochs: int, iterations: int) -> dict:
-    """nnU-Net folders inside OUT, our trainers folder, and the tiny trainer's length."""
+def demo_environment(out: Path, epochs: int, iterations: int, snapshot_every: int = 0) -> dict:
+    """nnU-Net folders inside OUT, our trainers folder, the tiny trainer's length and snapshots."""
     import trainers
 
     env = dict(os.environ)
@@ -85,6 +88,7 @@ def demo_environment(out: Path, epochs: int, iterations: int) -> dict:
                 "nnUNet_results": str(out / "nnUNet_results"),
                 "nnUNet_extTrainer": str(Path(trainers.__file__).parent),
                 "MQSM_TINY_EPOCHS": str(epochs), "MQSM_TINY_ITERATIONS": str(iterations),
+                "MQSM_TINY_SNAPSHOT_EVERY": str(snapshot_every),
                 "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "1"), "nnUNet_compile": "false",
                 "nnUNet_def_n_proc": env.get("nnUNet_def_n_proc", "1")})
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -121,10 +125,11 @@ def run(args: argparse.Namespace) -> Path:
 
     out = Path(args.out).resolve()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    env = demo_environment(out, args.epochs, args.iterations)
+    snapshot_every = max(1, args.epochs // (args.curve_points + 1)) if args.curve_points > 0 else 0
+    env = demo_environment(out, args.epochs, args.iterations, snapshot_every)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
                                           "nnUNet_extTrainer")})
-    steps = Steps(10, out / "logs")
+    steps = Steps(11, out / "logs")
 
     steps.begin(f"phantom cohort: {args.subjects} subjects")
     cohort = out / "cohort"
@@ -144,16 +149,21 @@ def run(args: argparse.Namespace) -> Path:
     steps.run("plan_and_preprocess", [_tool("mqsm_plan_and_preprocess"), "-d", str(DATASET_ID), "-np", "2",
                                       "--no_pbar", "--clean"], env)
 
-    steps.begin(f"nnUNetv2_train {DATASET_ID} 3d_fullres 0 -tr {TRAINER} ({args.epochs} epochs x "
-                f"{args.iterations} iterations, {device})")
-    steps.run("train", [_tool("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", TRAINER, "-p", PLANS,
+    steps.begin(f"nnUNetv2_train {DATASET_ID} 3d_fullres all -tr {TRAINER} ({args.epochs} epochs x "
+                f"{args.iterations} iterations on all {args.subjects - args.test_subjects} training subjects, {device})")
+    steps.run("train", [_tool("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "all", "-tr", TRAINER, "-p", PLANS,
                         "-device", device], env)
 
-    steps.begin("mqsm_predict on the held-out subjects")
+    steps.begin("mqsm_predict on the held-out subjects (final model and the intermediate checkpoints)")
     predictions = out / "predictions"
-    steps.run("predict", [_tool("mqsm_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d",
-                          str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p", PLANS,
-                          "-device", device, "--disable_progress_bar"], env)
+    snapshots = sorted(_model_folder(out).glob("fold_all/checkpoint_epoch*.pth"),
+                       key=lambda p: int(p.stem.removeprefix("checkpoint_epoch")))
+    for checkpoint in [*snapshots, None]:
+        target = predictions if checkpoint is None else out / "predictions_curve" / checkpoint.stem
+        steps.run(f"predict_{target.name}", [
+            _tool("mqsm_predict"), "-i", str(raw / "imagesTs"), "-o", str(target), "-d", str(DATASET_ID), "-c",
+            "3d_fullres", "-f", "all", "-tr", TRAINER, "-p", PLANS, "-device", device, "--disable_progress_bar",
+            *(["-chk", checkpoint.name] if checkpoint is not None else [])], env)
 
     steps.begin("classical dipole inversions on the same field maps (TKD, Tikhonov, TV-ADMM, QSM-)")
     method_files = {"mQSM": {case: predictions / f"{case}_qsm.nii.gz" for case in test_cases}}
@@ -182,11 +192,15 @@ def run(args: argparse.Namespace) -> Path:
                               results / "registration", seed=args.seed, template_shape=args.shape,
                               template_voxel_size=args.voxel_size)
 
+    steps.begin("learning curve: held-out Dice and QSM error against training iterations")
+    curve = _learning_curve(out, cohort, test_cases, snapshots, args.iterations, args.epochs, qsm_tables)
+
     steps.begin("figures")
     figures = _figures(cohort, raw, test_cases, method_files, predicted_seg, out, results)
+    figures["learning_curve"] = str(curve.pop("figure"))
 
     _write_summary(results, args, summary, test_cases, method_files, qsm_tables, seg_summary, iron, figures,
-                   cohort, predictions, device)
+                   cohort, predictions, device, curve)
     with open(results / "summary.md", "a") as stream:
         stream.write("\n" + arm.markdown)
     summary_json = json.loads((results / "summary.json").read_text())
@@ -194,6 +208,34 @@ def run(args: argparse.Namespace) -> Path:
     (results / "summary.json").write_text(json.dumps(summary_json, indent=2, default=float))
     print(f"done in {time.perf_counter() - steps.start:.0f} s: read {results / 'summary.md'}")
     return results
+
+
+def _model_folder(out: Path) -> Path:
+    return out / "nnUNet_results" / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}" / f"{TRAINER}__{PLANS}__3d_fullres"
+
+
+def _learning_curve(out: Path, cohort: Path, cases: list[str], snapshots: list[Path], iterations: int,
+                    epochs: int, qsm_means: dict) -> dict:
+    """Held-out mean Dice and QSM NRMSE at each kept checkpoint and at the end, and their figure."""
+    from mqsm_nnunet.figures import learning_curve_figure
+    from mqsm_nnunet.phantom import LABELS
+    from mqsm_nnunet.scoring import qsm_scores, segmentation_scores
+
+    folders = [(int(p.stem.removeprefix("checkpoint_epoch")), out / "predictions_curve" / p.stem) for p in snapshots]
+    folders.append((epochs, out / "predictions"))
+    curve = {"iterations": [], "dice": [], "nrmse": []}
+    for epoch, folder in folders:
+        seg = segmentation_scores({c: folder / f"{c}.nii.gz" for c in cases},
+                                  {c: cohort / c / "labels.nii.gz" for c in cases}, LABELS)
+        qsm = qsm_scores({c: folder / f"{c}_qsm.nii.gz" for c in cases}, {c: cohort / c / "chi.nii.gz" for c in cases},
+                         {c: cohort / c / "mask.nii.gz" for c in cases})
+        curve["iterations"].append(epoch * iterations)
+        curve["dice"].append(seg["mean_dice"])
+        curve["nrmse"].append(qsm["nrmse"])
+    references = {DISPLAY_NAMES[m]: qsm_means[m]["nrmse"] for m in METHODS_ORDER if m != "mQSM" and m in qsm_means}
+    curve["figure"] = learning_curve_figure(out / "results" / "figures" / "learning_curve.png", {"mQSM": curve},
+                                            references, title="mQSM demo: held-out subjects during training")
+    return curve
 
 
 def _run_baselines(cohort: Path, cases: list[str], out_dir: Path) -> dict[str, dict[str, Path]]:
@@ -257,8 +299,8 @@ def _mutual_attention_figure(out: Path, raw: Path, case: str, out_png: Path) -> 
     from mqsm_nnunet.inference.attention import mutual_attention_of_case
     from mqsm_nnunet.figures import attention_figure
 
-    model = out / "nnUNet_results" / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}" / f"{TRAINER}__{PLANS}__3d_fullres"
-    matrix = mutual_attention_of_case(model, sorted((raw / "imagesTs").glob(f"{case}_*.nii.gz")), fold=0)
+    matrix = mutual_attention_of_case(_model_folder(out), sorted((raw / "imagesTs").glob(f"{case}_*.nii.gz")),
+                                      fold="all")
     return attention_figure(out_png, matrix, title=f"Mutual attention, {case}") if matrix is not None else None
 
 
@@ -267,7 +309,7 @@ def _ordered(method_files: dict) -> dict:
 
 
 def _write_summary(results, args, cohort_summary, cases, method_files, qsm_means, seg_summary, iron, figures,
-                   cohort, predictions, device) -> None:
+                   cohort, predictions, device, curve) -> None:
     from mqsm_nnunet.evaluation import markdown_table
 
     qsm_rows = [{"method": DISPLAY_NAMES[m], **{k: qsm_means[m][k] for k in ("ssim", "psnr", "nrmse", "hfen")}}
@@ -281,7 +323,17 @@ def _write_summary(results, args, cohort_summary, cases, method_files, qsm_means
         f"Synthetic cohort: {args.subjects} subjects ({len(cases)} held out: {', '.join(cases)}), matrix "
         f"{list(cohort_summary.shape)}, voxel {list(cohort_summary.voxel_size)} mm, B0 {np.round(cohort_summary.b0_dir, 3).tolist()} "
         f"(voxel axes), seed {args.seed}. Training: {TRAINER}, {args.epochs} epochs x {args.iterations} iterations "
-        f"on {device}. All numbers against the phantom's true susceptibility and labels, inside the brain mask.",
+        f"on all training subjects (fold all), {device}. All numbers on the held-out subjects, against the phantom's "
+        "true susceptibility and labels, inside the brain mask.",
+        "",
+        _what_the_network_added(qsm_means, curve),
+        "",
+        "## Learning curve (held-out subjects; figure: figures/learning_curve.png)",
+        "",
+        markdown_table([{"iterations": i, "dice": d, "nrmse": n} for i, d, n in
+                        zip(curve["iterations"], curve["dice"], curve["nrmse"])],
+                       [("iterations", "Iterations", "d"), ("dice", "Mean Dice", ".3f"),
+                        ("nrmse", "QSM NRMSE (%)", ".1f")]),
         "",
         "## QSM (paper Table 1 layout; 2016-challenge definitions, see docs/metrics.md)",
         "",
@@ -314,7 +366,8 @@ def _write_summary(results, args, cohort_summary, cases, method_files, qsm_means
     summary = {
         "dataset": f"Dataset{DATASET_ID:03d}_{DATASET_NAME}",
         "training": {"trainer": TRAINER, "epochs": args.epochs, "iterations_per_epoch": args.iterations,
-                     "device": device},
+                     "fold": "all", "device": device},
+        "learning_curve": curve,
         "qsm_metrics": {m: {k: float(v) for k, v in qsm_means[m].items() if k != "case"}
                         for m in _ordered(method_files)},
         "segmentation_mean_dice": float(seg_mean["dice"]),
@@ -357,6 +410,20 @@ def _verdict(qsm_means: dict) -> str:
     if max(abs(m["nrmse"] - q["nrmse"]), abs(m["hfen"] - q["hfen"])) < 1.0:
         return f"{claim} {moved}: it stayed close to QSM- (Eq. 3), which carries its standing against TKD."
     return f"{claim} {moved}."
+
+
+def _what_the_network_added(qsm_means: dict, curve: dict) -> str:
+    """One line: the learned QSM against its input QSM- and the best classical inversion, and the
+    segmentation from the first to the last curve point."""
+    m, q = qsm_means["mQSM"], qsm_means["qsm_minus"]
+    classical = {DISPLAY_NAMES[k]: v["nrmse"] for k, v in qsm_means.items() if k in ("tkd", "tikhonov", "tv_admm")}
+    best = min(classical, key=classical.get)
+    verdict = "better than" if m["nrmse"] < classical[best] else "NOT better than"
+    return (f"**What the network added:** QSM NRMSE {m['nrmse']:.1f} % against {q['nrmse']:.1f} % for its input "
+            f"QSM- ({m['nrmse'] - q['nrmse']:+.1f} points) and {classical[best]:.1f} % for the best classical "
+            f"inversion ({best}): {verdict} every classical method here; held-out mean Dice "
+            f"{curve['dice'][0]:.3f} after {curve['iterations'][0]} iterations -> {curve['dice'][-1]:.3f} after "
+            f"{curve['iterations'][-1]}.")
 
 
 if __name__ == "__main__":

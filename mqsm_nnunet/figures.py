@@ -506,3 +506,30 @@ def difference_plot(
     if title:
         figure.suptitle(title)
     return _save(figure, out_png, dpi)
+
+
+def learning_curve_figure(out_png: str | os.PathLike, curves: Mapping[str, Mapping[str, Sequence[float]]],
+                          qsm_references: Mapping[str, float] | None = None,
+                          title: str = "Learning curves, held-out subjects") -> Path:
+    """Held-out mean Dice (left) and QSM NRMSE (right) against training iterations, one line per method.
+
+    Args:
+        curves: method -> {"iterations": [...], "dice": [...], "nrmse": [...] (optional, %)}.
+        qsm_references: name -> NRMSE (%) drawn as horizontal lines (QSM-, TKD, TV-ADMM, ...).
+    """
+    figure = Figure(figsize=(11, 4.2))
+    ax_dice, ax_qsm = figure.subplots(1, 2)
+    for method, curve in curves.items():
+        ax_dice.plot(curve["iterations"], curve["dice"], marker="o", label=method)
+        if curve.get("nrmse"):
+            ax_qsm.plot(curve["iterations"], curve["nrmse"], marker="o", label=method)
+    for i, (name, value) in enumerate((qsm_references or {}).items()):
+        ax_qsm.axhline(value, ls="--", lw=1, color=matplotlib.colormaps["tab10"](i + 3), label=name)
+    ax_dice.set(xlabel="training iterations", ylabel="mean Dice (held-out)", ylim=(0, 1))
+    ax_qsm.set(xlabel="training iterations", ylabel="QSM NRMSE vs truth (%, held-out)")
+    for ax in (ax_dice, ax_qsm):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, out_png, dpi=90)

@@ -11,20 +11,25 @@ from mqsm_nnunet.demo import main
 @pytest.mark.slow
 def test_demo_smallest_size_writes_tables_figures_and_summary(tmp_path):
     out = tmp_path / "demo"
-    assert main(["-o", str(out), "--subjects", "6", "--test-subjects", "1", "--epochs", "1",
-                 "--iterations", "1", "--device", "cpu"]) == 0
+    assert main(["-o", str(out), "--subjects", "6", "--test-subjects", "1", "--epochs", "2",
+                 "--iterations", "1", "--curve-points", "1", "--device", "cpu"]) == 0
     results = out / "results"
     summary = json.loads((results / "summary.json").read_text())
     assert set(summary["qsm_metrics"]) == {"mQSM", "qsm_minus", "tkd", "tikhonov", "tv_admm"}
     for metrics in summary["qsm_metrics"].values():
         assert all(math.isfinite(metrics[k]) for k in ("ssim", "psnr", "nrmse", "hfen"))
     assert 0.0 <= summary["segmentation_mean_dice"] <= 1.0
+    assert summary["training"]["fold"] == "all"
+    curve = summary["learning_curve"]
+    assert curve["iterations"] == [1, 2]          # the epoch-1 checkpoint and the final model
+    assert all(0.0 <= d <= 1.0 for d in curve["dice"]) and all(n > 0 for n in curve["nrmse"])
     (case, files), = summary["cases"].items()
     for key in ("predicted_qsm", "predicted_segmentation", "true_susceptibility", "true_labels", "field", "mask"):
         assert Path(files[key]).is_file(), key
     markdown = (results / "summary.md").read_text()
     assert "| mQSM |" in markdown and "Ground truth" in markdown
-    for png in ("figures/qc_" + case + ".png", "figures/methods_" + case + ".png", "figures/mutual_attention.png"):
+    for png in ("figures/qc_" + case + ".png", "figures/methods_" + case + ".png", "figures/mutual_attention.png",
+                "figures/learning_curve.png"):
         assert (results / png).stat().st_size > 10_000
     assert (results / "iron" / "comparison.csv").is_file()
 

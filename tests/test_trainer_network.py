@@ -66,8 +66,9 @@ def test_stock_residual_encoder_plans_map_blocks_to_convs():
 
 def test_variant_overrides_reach_the_network():
     tiny = mQSMTrainer_tiny.build_network_architecture(None, _configuration(), 4, 3, False)
-    assert tiny.recon.width == 16 and tiny.recon.n_blocks == 2
-    assert max(tiny.encoder.output_channels) <= 32
+    assert tiny.recon.width == 8 and tiny.recon.n_blocks == 2
+    assert [conv.dilation[0] for block in tiny.recon.blocks for conv in (block.conv1, block.conv2)] == [1, 2, 4, 8]
+    assert tiny.encoder.output_channels[0] == 16 and max(tiny.encoder.output_channels) <= 32
     assert mQSMTrainer_UNet.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "none"
     assert mQSMTrainer_SA.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "sa"
     assert mQSMTrainer.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "mtrans"

@@ -140,7 +140,8 @@ class MQSMNet(nn.Module):
     mQSM extras:
         t1_channels: input channel indices of the T1 stream.
         qsm_minus_channel: input channel index of QSM- (ppm), the reconstruction net's only input.
-        recon_width, recon_blocks, recon_skip_channels: ReconstructionNet sizes (paper 64, 6, 32); the
+        recon_width, recon_blocks, recon_skip_channels, recon_dilations: ReconstructionNet sizes (paper
+            64, 6, 32, no dilation); the
             reconstruction net's dropout is the paper's 0.2.
         fusion: 'mtrans' (paper), 'sa' (self-attention only) or 'none' (plain two-stream U-Net).
         fusion_stages: encoder stage indices whose output is fused (-1 = bottleneck).
@@ -167,6 +168,7 @@ class MQSMNet(nn.Module):
                  nonlin: Type[nn.Module] | None = None, nonlin_kwargs: dict | None = None,
                  deep_supervision: bool = False, t1_channels: Sequence[int] = (0,), qsm_minus_channel: int = 2,
                  recon_width: int = 64, recon_blocks: int = 6, recon_skip_channels: int = 32,
+                 recon_dilations: Sequence[int] = (1,),
                  fusion: str = "mtrans", fusion_stages: Sequence[int] = (-1,)) -> None:
         super().__init__()
         if not (isinstance(conv_op, type) and issubclass(conv_op, nn.Conv3d)):
@@ -207,7 +209,8 @@ class MQSMNet(nn.Module):
         self.fusion = fusion
         self.fusion_stages = normalized
 
-        self.recon = ReconstructionNet(width=recon_width, n_blocks=recon_blocks, skip_channels=recon_skip_channels)
+        self.recon = ReconstructionNet(width=recon_width, n_blocks=recon_blocks, skip_channels=recon_skip_channels,
+                                       dilations=recon_dilations)
         self.encoder = TwoStreamEncoder(len(t1_channels), recon_skip_channels, n_stages, features, conv_op,
                                         kernel_sizes, strides, n_conv, conv_bias, norm_op, norm_op_kwargs,
                                         dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, fusion, normalized)

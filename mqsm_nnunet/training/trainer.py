@@ -54,15 +54,22 @@ _UNET_KEYS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "stri
               "dropout_op_kwargs", "nonlin", "nonlin_kwargs")
 # mQSM keys the planner may write into the plans' arch_kwargs.
 MQSM_ARCH_KEYS = ("t1_channels", "qsm_minus_channel", "recon_width", "recon_blocks", "recon_skip_channels",
-                  "fusion", "fusion_stages")
+                  "recon_dilations", "fusion", "fusion_stages")
+
+
+def cap_features(features_per_stage, caps: int | tuple[int, ...]) -> list[int]:
+    """Stage widths capped by one number, or by one per stage (the last repeated for deeper stages)."""
+    caps = (caps,) if isinstance(caps, int) else tuple(caps)
+    return [min(int(f), caps[min(s, len(caps) - 1)]) for s, f in enumerate(features_per_stage)]
 
 
 def build_mqsm_network(configuration_manager: ConfigurationManager, num_input_channels: int,
                        num_output_channels: int, deep_supervision: bool, overrides: dict,
-                       max_features: int | None = None) -> MQSMNet:
+                       max_features: int | tuple[int, ...] | None = None) -> MQSMNet:
     """MQSMNet from a configuration's arch kwargs (ours or stock PlainConvUNet / ResEnc ones).
 
-    `overrides` replace arch kwargs; `max_features` caps the U-Net width of every stage (CPU variants).
+    `overrides` replace arch kwargs; `max_features` caps the U-Net width of every stage (CPU variants):
+    one number for all stages, or one per stage with the last repeated for deeper stages.
 
     Raises:
         RuntimeError: the configuration is 2D (the dipole model is 3D).
@@ -80,7 +87,7 @@ def build_mqsm_network(configuration_manager: ConfigurationManager, num_input_ch
             kwargs[key] = pydoc.locate(kwargs[key])
     kwargs.update(overrides)
     if max_features is not None:
-        kwargs["features_per_stage"] = [min(int(f), max_features) for f in kwargs["features_per_stage"]]
+        kwargs["features_per_stage"] = cap_features(kwargs["features_per_stage"], max_features)
     network = MQSMNet(input_channels=num_input_channels, num_classes=num_output_channels,
                       deep_supervision=deep_supervision, **kwargs)
     network.apply(MQSMNet.initialize)
@@ -93,7 +100,9 @@ class mQSMTrainer(nnUNetTrainer):
     #: MQSMNet keyword arguments that this trainer variant fixes over the plans.
     network_overrides: ClassVar[dict] = {}
     #: Cap on the U-Net width per stage (None: as planned).
-    max_unet_features: ClassVar[int | None] = None
+    max_unet_features: ClassVar[int | tuple[int, ...] | None] = None
+    #: Whether this trainer trains the segmentation (which needs a T1; mQSMTrainer_QSM does not).
+    trains_segmentation: ClassVar[bool] = True
     #: Epochs [0, segmentation_start_epoch) train the reconstruction only (reference code: 10).
     segmentation_start_epoch: ClassVar[int] = 10
     #: From this epoch on the reconstruction net is frozen (reference code: 150).
@@ -119,6 +128,10 @@ class mQSMTrainer(nnUNetTrainer):
             raise RuntimeError(f"mQSMTrainer needs a 3D configuration (the dipole physics is 3D); "
                                f"'{configuration}' is {n_dims}D: use 3d_fullres")
         self.channels = MQSMChannels.from_dataset_json(dataset_json)
+        if self.channels.qsm_only and self.trains_segmentation:
+            raise RuntimeError(f"{type(self).__name__} trains a segmentation, which needs a T1, and this dataset "
+                               "was made from field maps alone (mqsm_convert --qsm-only): train it with "
+                               "-tr mQSMTrainer_QSM")
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.logger.local_logger = MQSMLocalLogger(self.logger.local_logger.verbose)
         self.reconstruction_loss = ReconstructionLoss(morph_weight=self.morphology_weight)
@@ -283,19 +296,23 @@ class mQSMTrainer(nnUNetTrainer):
         reusing nnU-Net's step is worth that cost on the validation batches of an epoch. Validation
         patches are not augmented, so B0 is each case's own.
         """
-        result = super().validation_step(batch)
+        return {**super().validation_step(batch), **self._reconstruction_validation(batch)}
+
+    def _reconstruction_validation(self, batch: dict) -> dict:
+        """L_rec, L_DC and the QSM/QSM- correlation of an (unaugmented) validation batch."""
         data = batch["data"].to(self.device, non_blocking=True)
         with torch.no_grad():
             qsm = self.mqsm_network.reconstruct(data).float()
             rec = self.reconstruction_terms(qsm, data, *self.patch_b0(batch["keys"], None))
         qsm_minus, _, mask = self._split_physical(data)
-        result["loss_rec"] = rec["total"].cpu().numpy()
-        result["loss_dc"] = rec["dc"].cpu().numpy()
-        result["qsm_corr"] = _masked_correlation(qsm, qsm_minus, mask)
-        return result
+        return {"loss_rec": rec["total"].cpu().numpy(), "loss_dc": rec["dc"].cpu().numpy(),
+                "qsm_corr": _masked_correlation(qsm, qsm_minus, mask)}
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         super().on_validation_epoch_end(val_outputs)
+        self._log_reconstruction_validation(val_outputs)
+
+    def _log_reconstruction_validation(self, val_outputs: list[dict]) -> None:
         self.logger.log("val_loss_rec", self._mean_over_ranks([o["loss_rec"] for o in val_outputs]),
                         self.current_epoch)
         self.logger.log("val_qsm_corr", self._mean_over_ranks([o["qsm_corr"] for o in val_outputs]),

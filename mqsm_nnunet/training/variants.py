@@ -3,7 +3,8 @@
 - mQSMTrainer_tiny: the short-budget recipe for CPU minutes (tests, the demo, bench_learning):
   AdamW instead of nnU-Net's SGD (which is tuned for 250,000 iterations), no frozen epochs, narrow
   stages and a light reconstruction net. Its length comes from MQSM_TINY_EPOCHS /
-  MQSM_TINY_ITERATIONS (nnUNetv2_train has no such flag).
+  MQSM_TINY_ITERATIONS (nnUNetv2_train has no such flag); MQSM_TINY_SNAPSHOT_EVERY keeps intermediate
+  checkpoints for learning curves.
 - Ablations of the paper (Table 3): `_UNet` (two-stream U-Net, no fusion block), `_SA` (self-
   attention per stream, no mutual attention); mQSMTrainer itself is U-Net + SA + MA, the full mQSM.
 - `_paperLoss`: the paper's Eq. 5 alone, without the data-consistency term.
@@ -21,12 +22,27 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from mqsm_nnunet.training.schedule import TaskPolyLR
-from mqsm_nnunet.training.trainer import mQSMTrainer
+from mqsm_nnunet.training.trainer import cap_features, mQSMTrainer
 
 TINY_DEFAULT_EPOCHS, TINY_DEFAULT_ITERATIONS = 3, 4
 TINY_LEARNING_RATE = 3e-3
 TINY_WEIGHT_DECAY = 1e-4
-TINY_MAX_FEATURES = 32
+TINY_MAX_FEATURES = (16, 32)   # full-resolution stage 16 wide (8 per stream), deeper stages 32
+
+
+SNAPSHOT_PATTERN = "checkpoint_epoch{epoch}.pth"
+
+
+class SnapshotCheckpoints:
+    """Mixin: also keep `checkpoint_epoch<E>.pth` every MQSM_TINY_SNAPSHOT_EVERY epochs (unset: none),
+    so that held-out scores can be drawn against iterations (nnU-Net overwrites checkpoint_latest)."""
+
+    def on_epoch_end(self):
+        super().on_epoch_end()               # nnU-Net counts current_epoch up at its end
+        every = os.environ.get("MQSM_TINY_SNAPSHOT_EVERY")
+        done = self.current_epoch
+        if every and int(every) > 0 and done % int(every) == 0 and done < self.num_epochs:
+            self.save_checkpoint(os.path.join(self.output_folder, SNAPSHOT_PATTERN.format(epoch=done)))
 
 
 def tiny_length(default_epochs: int = TINY_DEFAULT_EPOCHS,
@@ -44,11 +60,13 @@ def tiny_length(default_epochs: int = TINY_DEFAULT_EPOCHS,
     return values[0], values[1]
 
 
-class mQSMTrainer_tiny(mQSMTrainer):
-    """CPU-sized mQSM: AdamW (lr 3e-3, poly decay), both tasks from the first step, U-Net at most 32
-    wide, reconstruction net 16 wide x 2 blocks; 3 epochs x 4 iterations unless the environment says."""
+class mQSMTrainer_tiny(SnapshotCheckpoints, mQSMTrainer):
+    """CPU-sized mQSM: AdamW (lr 3e-3, poly decay), both tasks from the first step, U-Net 16 wide at
+    full resolution and at most 32 below, reconstruction net 8 wide x 2 dilated blocks (at 16 wide it
+    cost as much as the whole U-Net at this patch); 3 epochs x 4 iterations unless the environment says."""
 
-    network_overrides = {"recon_width": 16, "recon_blocks": 2, "recon_skip_channels": 8}
+    network_overrides = {"recon_width": 8, "recon_blocks": 2, "recon_skip_channels": 8,
+                         "recon_dilations": (1, 2, 4, 8)}
     max_unet_features = TINY_MAX_FEATURES
     segmentation_start_epoch = 0
     reconstruction_freeze_epoch = 10 ** 9
@@ -105,7 +123,7 @@ class mQSMTrainer_tiny_paperLoss(mQSMTrainer_tiny):
     data_consistency_weight = mQSMTrainer_paperLoss.data_consistency_weight
 
 
-class nnUNetTrainer_tinyLength(nnUNetTrainer):
+class nnUNetTrainer_tinyLength(SnapshotCheckpoints, nnUNetTrainer):
     """Stock nnUNetTrainer, only shortened to mQSMTrainer_tiny's length (benchmark baseline)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -128,7 +146,7 @@ class nnUNetTrainer_tinyRecipe(nnUNetTrainer_tinyLength):
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
         kwargs = dict(configuration_manager.network_arch_init_kwargs)
-        kwargs["features_per_stage"] = [min(int(f), TINY_MAX_FEATURES) for f in kwargs["features_per_stage"]]
+        kwargs["features_per_stage"] = cap_features(kwargs["features_per_stage"], TINY_MAX_FEATURES)
         return get_network_from_plans(configuration_manager.network_arch_class_name, kwargs,
                                       configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
                                       num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)

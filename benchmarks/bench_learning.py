@@ -1,0 +1,275 @@
+"""Does mQSM learn, and faster than what a user would run instead? (the paper's Table 3, measured).
+
+On one phantom cohort (a seed and B0 direction no test uses; the last --test-subjects subjects are
+held out and never trained on), every method trains the same number of iterations with stock
+`nnUNetv2_train ... -f all` and predicts the held-out subjects with the real prediction CLIs:
+
+    stock_t1         nnUNetTrainer_tinyLength, T1 only, nnUNetPlans  (nnU-Net's own recipe, shortened)
+    stock_all        nnUNetTrainer_tinyLength, all 4 channels, nnUNetPlans
+    stock_t1_recipe  nnUNetTrainer_tinyRecipe, T1 only (stock network, mQSM's short recipe)
+    mqsm_unet        mQSMTrainer_tiny_UNet   (two streams, no fusion)
+    mqsm_sa          mQSMTrainer_tiny_SA     (+ self-attention)
+    mqsm             mQSMTrainer_tiny        (+ mutual attention = mQSM; default loss)
+    mqsm_paper       mQSMTrainer_tiny_paperLoss (mQSM with the paper's Eq. 5 alone)
+
+Printed per method: held-out mean Dice over the regions and per group (deep nuclei, cortex, other),
+QSM NRMSE / HFEN against the true chi (mQSM methods), beside QSM-, TKD, Tikhonov and TV-ADMM on the
+same subjects, and seconds per training iteration as a ratio to stock_t1 (epoch time / iterations,
+so nnU-Net's per-epoch validation batches are included alike). With --curve, every method also keeps
+a checkpoint every --curve-every epochs and the held-out scores are drawn against iterations.
+
+    .venv/bin/python benchmarks/bench_learning.py                     # short setting (about 1 h here)
+    .venv/bin/python benchmarks/bench_learning.py --setting long      # up to 2 h x methods; a GPU: --device cuda
+    .venv/bin/python benchmarks/bench_learning.py --methods stock_t1 mqsm --iterations 300
+
+Everything lives under --out (default bench_learning_output/); results.json holds every number and
+results.md the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MQSM_ID, T1_ID = 981, 982
+MQSM_NAME, T1_NAME = "Dataset981_BenchLearning", "Dataset982_BenchLearningT1"
+SETTINGS = {"short": {"iterations": 250, "per_epoch": 25}, "long": {"iterations": 3000, "per_epoch": 50}}
+METHODS = {
+    # name: (trainer, plans, dataset, prediction tool)
+    "stock_t1": ("nnUNetTrainer_tinyLength", "nnUNetPlans", T1_ID, "nnUNetv2_predict"),
+    "stock_all": ("nnUNetTrainer_tinyLength", "nnUNetPlans", MQSM_ID, "nnUNetv2_predict"),
+    "stock_t1_recipe": ("nnUNetTrainer_tinyRecipe", "nnUNetPlans", T1_ID, "nnUNetv2_predict"),
+    "mqsm_unet": ("mQSMTrainer_tiny_UNet", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm_sa": ("mQSMTrainer_tiny_SA", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm": ("mQSMTrainer_tiny", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm_paper": ("mQSMTrainer_tiny_paperLoss", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+}
+BASELINE_NAMES = {"qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD", "tikhonov": "Tikhonov", "tv_admm": "TV-ADMM"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="short",
+                        help="short: 250 iterations (10 epochs x 25); long: 3000 (60 x 50), with curves")
+    parser.add_argument("--iterations", type=int, help="training iterations per method (overrides --setting)")
+    parser.add_argument("--per-epoch", type=int, help="iterations per nnU-Net epoch (overrides --setting)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--subjects", type=int, default=10, help="cohort size (default 10)")
+    parser.add_argument("--test-subjects", type=int, default=2, help="held out (default 2)")
+    parser.add_argument("--seed", type=int, default=7, help="cohort seed (default 7; no test uses it)")
+    parser.add_argument("--b0-dir", type=float, nargs=3, default=(0.17, 0.26, 0.95), metavar=("X", "Y", "Z"),
+                        help="B0 in voxel axes (default about 18 degrees oblique, off both in-plane axes)")
+    parser.add_argument("--curve", action="store_true", help="held-out scores every --curve-every epochs "
+                        "(on by default in the long setting)")
+    parser.add_argument("--curve-every", type=int, default=0, help="epochs between curve points (default: 1/5 of the run)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("-o", "--out", default="bench_learning_output")
+    args = parser.parse_args(argv)
+    setting = SETTINGS[args.setting]
+    args.iterations = args.iterations or setting["iterations"]
+    args.per_epoch = args.per_epoch or setting["per_epoch"]
+    args.epochs = max(1, round(args.iterations / args.per_epoch))
+    args.curve = args.curve or args.setting == "long"
+    args.curve_every = args.curve_every or max(1, args.epochs // 5)
+    return args
+
+
+def run(command: list[str], env: dict, log: Path) -> None:
+    """A console script of this environment; its output to `log`; stop with the log's tail on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as handle:
+        code = subprocess.run([str(BIN / command[0]), *command[1:]], env=env, stdout=handle,
+                              stderr=subprocess.STDOUT).returncode
+    if code:
+        raise SystemExit(f"{command[0]} failed (exit {code}); see {log}:\n" + "\n".join(
+            log.read_text().splitlines()[-20:]))
+
+
+def prepare(args, out: Path, env: dict) -> tuple[Path, list[str]]:
+    """Cohort, the mQSM dataset (mQSMPlans and nnUNetPlans) and a T1-only twin (nnUNetPlans)."""
+    cohort = out / "cohort"
+    cases = [f"sub-{i:03d}" for i in range(args.subjects - args.test_subjects + 1, args.subjects + 1)]
+    if (Path(env["nnUNet_preprocessed"]) / T1_NAME / "nnUNetPlans.json").is_file():
+        return cohort, cases                              # prepared by an earlier run with this --out
+    logs = out / "logs"
+    run(["mqsm_phantom", "-o", str(cohort), "-n", str(args.subjects), "--seed", str(args.seed), "--b0-dir",
+         *map(str, args.b0_dir), "--overwrite", "--quiet"], env, logs / "phantom.log")
+    run(["mqsm_convert", "-i", str(cohort), "-d", str(MQSM_ID), "-n", MQSM_NAME.split("_", 1)[1],
+         "--test-subjects", *cases, "--overwrite", "-np", "2"], env, logs / "convert.log")
+    run(["mqsm_plan_and_preprocess", "-d", str(MQSM_ID), "-np", "2", "--no_pbar"], env, logs / "plan_mqsm.log")
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(MQSM_ID), "-c", "3d_fullres", "-np", "2"], env,
+        logs / "plan_stock_all.log")
+    raw = Path(env["nnUNet_raw"])
+    t1 = raw / T1_NAME
+    shutil.rmtree(t1, ignore_errors=True)
+    source = raw / MQSM_NAME
+    for sub in ("imagesTr", "imagesTs", "labelsTr"):
+        (t1 / sub).mkdir(parents=True)
+        for path in sorted((source / sub).glob("*.nii.gz")):
+            if sub == "labelsTr" or path.name.endswith("_0000.nii.gz"):
+                shutil.copy2(path, t1 / sub / path.name)
+    dataset = json.loads((source / "dataset.json").read_text())
+    dataset = {k: v for k, v in dataset.items() if k != "mqsm"}
+    dataset["channel_names"] = {"0": "T1"}
+    (t1 / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(T1_ID), "-c", "3d_fullres", "-np", "2"], env,
+        logs / "plan_stock_t1.log")
+    return cohort, cases
+
+
+def epoch_seconds(log_text: str) -> float:
+    """Median nnU-Net 'Epoch time' after the first epoch (which includes start-up)."""
+    times = [float(t) for t in re.findall(r"Epoch time: ([0-9.]+) s", log_text)]
+    return float(np.median(times[1:] if len(times) > 1 else times)) if times else float("nan")
+
+
+def checkpoints(model: Path) -> list[tuple[int, str]]:
+    """(epoch, checkpoint name) of the snapshots and the final checkpoint, in training order."""
+    fold = model / "fold_all"
+    found = [(int(m.group(1)), p.name) for p in fold.glob("checkpoint_epoch*.pth")
+             if (m := re.match(r"checkpoint_epoch(\d+)\.pth", p.name))]
+    return sorted(found)
+
+
+def score_checkpoint(method: str, checkpoint: str, args, out: Path, env: dict, cohort: Path,
+                     cases: list[str]) -> dict:
+    from mqsm_nnunet.phantom import LABELS
+    from mqsm_nnunet.scoring import qsm_scores, segmentation_scores
+
+    trainer, plans, dataset_id, tool = METHODS[method]
+    name = MQSM_NAME if dataset_id == MQSM_ID else T1_NAME
+    pred = out / "predictions" / method / checkpoint.removesuffix(".pth")
+    shutil.rmtree(pred, ignore_errors=True)
+    run([tool, "-i", str(Path(env["nnUNet_raw"]) / name / "imagesTs"), "-o", str(pred), "-d", str(dataset_id),
+         "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", plans, "-chk", checkpoint, "-device", args.device,
+         "-npp", "1", "-nps", "1", "--disable_progress_bar"], env, out / "logs" / f"predict_{method}_{pred.name}.log")
+    scores = segmentation_scores({c: pred / f"{c}.nii.gz" for c in cases},
+                                 {c: cohort / c / "labels.nii.gz" for c in cases}, LABELS)
+    if tool == "mqsm_predict":
+        scores["qsm"] = qsm_scores({c: pred / f"{c}_qsm.nii.gz" for c in cases},
+                                   {c: cohort / c / "chi.nii.gz" for c in cases},
+                                   {c: cohort / c / "mask.nii.gz" for c in cases})
+    return scores
+
+
+def train_and_score(method: str, args, out: Path, env: dict, cohort: Path, cases: list[str]) -> dict:
+    trainer, plans, dataset_id, _ = METHODS[method]
+    name = MQSM_NAME if dataset_id == MQSM_ID else T1_NAME
+    model = Path(env["nnUNet_results"]) / name / f"{trainer}__{plans}__3d_fullres"
+    shutil.rmtree(model, ignore_errors=True)
+    log = out / "logs" / f"train_{method}.log"
+    train_env = {**env, "MQSM_TINY_EPOCHS": str(args.epochs), "MQSM_TINY_ITERATIONS": str(args.per_epoch)}
+    if args.curve:
+        train_env["MQSM_TINY_SNAPSHOT_EVERY"] = str(args.curve_every)
+    start = time.perf_counter()
+    run(["nnUNetv2_train", str(dataset_id), "3d_fullres", "all", "-tr", trainer, "-p", plans, "-device",
+         args.device], train_env, log)
+    wall = time.perf_counter() - start
+    seconds_per_iteration = epoch_seconds(log.read_text()) / args.per_epoch
+    curve = {"iterations": [], "dice": [], "nrmse": []}
+    if args.curve:
+        for epoch, checkpoint in checkpoints(model):
+            scores = score_checkpoint(method, checkpoint, args, out, env, cohort, cases)
+            curve["iterations"].append(epoch * args.per_epoch)
+            curve["dice"].append(scores["mean_dice"])
+            curve["nrmse"].append(scores.get("qsm", {}).get("nrmse"))
+    final = score_checkpoint(method, "checkpoint_final.pth", args, out, env, cohort, cases)
+    curve["iterations"].append(args.epochs * args.per_epoch)
+    curve["dice"].append(final["mean_dice"])
+    curve["nrmse"].append(final.get("qsm", {}).get("nrmse"))
+    if not any(v is not None for v in curve["nrmse"]):
+        curve.pop("nrmse")
+    return {"trainer": trainer, "plans": plans, "train_wall_s": wall, "s_per_iteration": seconds_per_iteration,
+            **final, "curve": curve}
+
+
+def classical_baselines(cohort: Path, cases: list[str], out: Path) -> dict[str, dict]:
+    from mqsm_nnunet.baselines import run_baselines
+    from mqsm_nnunet.nifti import read_volume, write_volume
+    from mqsm_nnunet.physics import b0_direction_from_affine
+    from mqsm_nnunet.scoring import qsm_scores
+
+    files: dict[str, dict[str, Path]] = {}
+    for case in cases:
+        field = read_volume(cohort / case / "field.nii.gz")
+        mask = read_volume(cohort / case / "mask.nii.gz").data > 0
+        for method, chi in run_baselines(field.data, field.voxel_size, b0_direction_from_affine(field.affine),
+                                         mask).items():
+            path = write_volume(out / "baselines" / method / f"{case}_qsm.nii.gz", chi * mask, field.affine,
+                                np.float32)
+            files.setdefault(method, {})[case] = path
+    return {method: qsm_scores(f, {c: cohort / c / "chi.nii.gz" for c in cases},
+                               {c: cohort / c / "mask.nii.gz" for c in cases}) for method, f in files.items()}
+
+
+def table(results: dict, baselines: dict) -> str:
+    reference = results.get("stock_t1", {}).get("s_per_iteration")
+    lines = ["| method | trainer | mean Dice | deep nuclei | cortex | other | QSM NRMSE (%) | HFEN (%) | s/it | x stock_t1 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for method, r in results.items():
+        qsm = r.get("qsm", {})
+        ratio = r["s_per_iteration"] / reference if reference else float("nan")
+        lines.append(f"| {method} | {r['trainer']} | {r['mean_dice']:.3f} | {r['groups']['deep nuclei']:.3f} | "
+                     f"{r['groups']['cortex']:.3f} | {r['groups']['other']:.3f} | "
+                     f"{qsm.get('nrmse', float('nan')):.1f} | {qsm.get('hfen', float('nan')):.1f} | "
+                     f"{r['s_per_iteration']:.2f} | {ratio:.2f} |")
+    for method, q in baselines.items():
+        lines.append(f"| {BASELINE_NAMES.get(method, method)} | classical | | | | | {q['nrmse']:.1f} | "
+                     f"{q['hfen']:.1f} | | |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out).resolve()
+    env = {**os.environ, "nnUNet_raw": str(out / "nnUNet_raw"), "nnUNet_preprocessed": str(out / "nnUNet_preprocessed"),
+           "nnUNet_results": str(out / "nnUNet_results"), "nnUNet_extTrainer": str(REPO / "trainers"),
+           "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "1"), "nnUNet_def_n_proc": "1",
+           "nnUNet_compile": "false"}
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        Path(env[key]).mkdir(parents=True, exist_ok=True)
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+    print(f"bench_learning: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.1f}; {args.iterations} iterations per method "
+          f"({args.epochs} epochs x {args.per_epoch}), device {args.device}", flush=True)
+    cohort, cases = prepare(args, out, env)
+    baselines = classical_baselines(cohort, cases, out)
+    results = {}
+    results_file = out / "results.json"
+    for method in args.methods:
+        print(f"[{method}] training {METHODS[method][0]} ...", flush=True)
+        results[method] = train_and_score(method, args, out, env, cohort, cases)
+        r = results[method]
+        print(f"[{method}] mean Dice {r['mean_dice']:.3f} (deep nuclei {r['groups']['deep nuclei']:.3f}), "
+              f"{r['s_per_iteration']:.2f} s/it" + (f", QSM NRMSE {r['qsm']['nrmse']:.1f} %" if "qsm" in r else ""),
+              flush=True)
+        results_file.write_text(json.dumps({"args": vars(args), "held_out": cases, "results": results,
+                                            "baselines": baselines}, indent=2, default=float))
+    text = table(results, baselines)
+    (out / "results.md").write_text(
+        f"{args.iterations} iterations per method ({args.epochs} epochs x {args.per_epoch}); held-out "
+        f"{', '.join(cases)}; seed {args.seed}, B0 {list(args.b0_dir)}; load average at the end "
+        f"{os.getloadavg()[0]:.1f}\n\n{text}\n")
+    if args.curve:
+        from mqsm_nnunet.figures import learning_curve_figure
+
+        learning_curve_figure(out / "learning_curves.png", {m: r["curve"] for m, r in results.items()},
+                              {BASELINE_NAMES[m]: q["nrmse"] for m, q in baselines.items() if m in BASELINE_NAMES})
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
