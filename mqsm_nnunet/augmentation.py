@@ -62,6 +62,9 @@ def protect_physical_channels(pipeline: ComposeTransforms, physical_channels: Se
             restores the original channel order.
         n_channels: total number of image channels.
 
+    When every channel is physical (a dataset of field maps alone), nothing may be intensity-augmented
+    and parking them all would leave no image: the transforms between the two are left out instead.
+
     Raises:
         ValueError: the physical channels are not the trailing channels, or the pipeline lacks the
             SpatialTransform or the label clean-up that bracket the intensity transforms.
@@ -81,6 +84,8 @@ def protect_physical_channels(pipeline: ComposeTransforms, physical_channels: Se
         spatial_at += 1
     # Intensity transforms and mirroring sit between the spatial transform and the label clean-up.
     cleanup_at = _index_of(transforms, (MaskImageTransform, RemoveLabelTansform))
+    if len(physical) == n_channels:
+        return ComposeTransforms(transforms[:spatial_at + 1] + transforms[cleanup_at:])
     park = MoveChannelsTransform(physical, source_key="image", target_key=PARKING_KEY)
     unpark = MoveChannelsTransform(tuple(range(len(physical))), source_key=PARKING_KEY, target_key="image")
     transforms.insert(cleanup_at, unpark)

@@ -2,7 +2,9 @@
 
 The input folder is either nnU-Net style (`<case>_0000.nii.gz` ... as mqsm_convert writes them) or
 in-house subject folders (`sub-001/t1.nii.gz`, `field.nii.gz`, `mask.nii.gz`): those are converted
-on the fly (units, B0 direction, whole-volume QSM-) into a temporary folder first.
+on the fly (units, B0 direction, whole-volume QSM-) into a temporary folder first. A case without
+a T1 (no `t1.nii.gz`, or no T1 channel file) and every case of a QSM-only model (`mQSMTrainer_QSM`)
+gets the QSM alone (`qsm_only`).
 
 Everything that can be refused is refused before a model is loaded or the output folder is made:
 the environment, the dataset ID, the model folder, the device, the output folder (not the input
@@ -34,15 +36,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "as nnUNetv2_predict; per case it writes the segmentation <case>.nii.gz and the QSM "
                     "<case>_qsm.nii.gz (ppm, the input's exact geometry, 0 outside the brain mask). Sliding "
                     "window with Gaussian weighting, mirroring test-time augmentation and averaging over folds "
-                    "apply to both outputs.",
+                    "apply to both outputs. Subjects without a T1 (field map + mask only) get the QSM alone, "
+                    "from any mQSM model: the reconstruction never reads the T1.",
         epilog="examples:\n"
                "  mqsm_predict -i $nnUNet_raw/Dataset501_Phantom/imagesTs -o pred -d 501 -c 3d_fullres -f 0\n"
                "  mqsm_predict -i my_cohort -o pred -d 501 -f 0 1 2 3 4      # in-house subject folders\n"
-               "  mqsm_predict -i my_cohort -o pred -d 501 --field-units hz --b0 3",
+               "  mqsm_predict -i my_cohort -o pred -d 501 --field-units hz --b0 3\n"
+               "field maps only (sub-001/field.nii.gz + mask.nii.gz; docs/qsm_only.md):\n"
+               "  mqsm_predict -i my_fields -o qsm -d 501 -f 0                # any mQSM model: <case>_qsm.nii.gz\n"
+               "  mqsm_convert -i my_fields -d 502 -n MyFields --qsm-only && mqsm_plan_and_preprocess -d 502 \\\n"
+               "    && nnUNetv2_train 502 3d_fullres all -tr mQSMTrainer_QSM -p mQSMPlans   # train on them\n"
+               "  mqsm_predict -i my_fields -o qsm -d 502 -f all -tr mQSMTrainer_QSM\n"
+               "B0 direction: --b0-dir, else 'B0_dir' of a JSON sidecar (field.json, params.json), else the\n"
+               "field map's orientation.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-i", dest="input_folder", required=True,
                         help="input folder: <case>_000X.nii.gz files, or in-house subject folders (t1.nii.gz, "
-                             "field.nii.gz, mask.nii.gz)")
+                             "field.nii.gz, mask.nii.gz; without t1.nii.gz: QSM only)")
     parser.add_argument("-o", dest="output_folder", required=True,
                         help="output folder (created; not the input folder or inside it)")
     parser.add_argument("-d", dest="dataset_id", required=True, help="dataset name or id the model was trained on")
@@ -69,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     inhouse.add_argument("--b0", type=float, default=None, help="field strength in tesla (hz/rad fields)")
     inhouse.add_argument("--te", type=float, default=None, help="echo time in seconds (rad fields)")
     inhouse.add_argument("--b0-dir", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                         help="B0 direction in voxel axes (default: from each field map's orientation)")
+                         help="B0 direction in voxel axes (default: 'B0_dir' of a JSON sidecar field.json or "
+                              "params.json in the subject folder, else each field map's orientation)")
     return parser
 
 
@@ -143,19 +154,20 @@ def run(args: argparse.Namespace) -> int:
                                             b0_dir=tuple(args.b0_dir) if args.b0_dir else None)
                 print(f"{input_dir}: in-house subject folders; computing the network inputs (QSM-) first")
                 input_dir = stage_inhouse_cohort(input_dir, Path(tmp), dataset_json, options)
-            _predict(args, model_folder, folds, input_dir, out_dir)
+            written = _predict(args, model_folder, folds, input_dir, out_dir)
     except BaseException:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
-    print(f"wrote segmentations and QSM maps to {out_dir}")
+    print(f"wrote {written} to {out_dir}")
     return 0
 
 
-def _predict(args: argparse.Namespace, model_folder: Path, folds: list, input_dir: Path, out_dir: Path) -> None:
+def _predict(args: argparse.Namespace, model_folder: Path, folds: list, input_dir: Path, out_dir: Path) -> str:
     import torch
 
     from mqsm_nnunet.inference.predictor import mQSMPredictor
+    from mqsm_nnunet.inference.qsm_only import predict_folder
 
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -171,9 +183,9 @@ def _predict(args: argparse.Namespace, model_folder: Path, folds: list, input_di
         raise ValueError(f"{model_folder}: cannot load {args.checkpoint_name} of fold(s) "
                          f"{', '.join(map(str, folds))} ({reason}); a corrupted or unfinished checkpoint, or "
                          "another `trainer` / `plans` than it was trained with?") from None
-    predictor.predict_from_files(str(input_dir), str(out_dir), save_probabilities=args.save_probabilities,
-                                 overwrite=not args.continue_prediction, num_processes_preprocessing=args.npp,
-                                 num_processes_segmentation_export=args.nps)
+    return predict_folder(predictor, input_dir, out_dir, save_probabilities=args.save_probabilities,
+                          overwrite=not args.continue_prediction, num_processes_preprocessing=args.npp,
+                          num_processes_segmentation_export=args.nps)
 
 
 if __name__ == "__main__":

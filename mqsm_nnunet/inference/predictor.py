@@ -86,6 +86,12 @@ class mQSMPredictor(nnUNetPredictor):
         with self._network_outputs(qsm_only=True):
             return self.predict_sliding_window_return_logits(data)[0]
 
+    def predict_qsm_ensemble(self, data: torch.Tensor) -> torch.Tensor:
+        """Fold-ensembled sliding-window QSM of one preprocessed case from the reconstruction net alone:
+        for cases without a T1 and models without a segmentation branch (`qsm_only.py`)."""
+        with self._network_outputs(qsm_only=True):
+            return super().predict_logits_from_preprocessed_data(data)[0]
+
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
         """Fold-ensembled segmentation logits; the ensembled QSM is exported on the side."""
         with self._network_outputs(qsm_only=False):
