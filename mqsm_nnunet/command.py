@@ -70,22 +70,31 @@ def _show_warning(prog: str, flags: Mapping[str, str] | None):
     return show
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _stock_sigterm_in_forked_child() -> None:
+    """A process forked from a command (nnU-Net's fork pools) gets SIGTERM's default back at once.
+
+    Its pool ends it with SIGTERM; a handled SIGTERM would need the child's Python to run, and a
+    child forked from a threaded parent can be stuck on a lock it inherited, so the pool would wait
+    for it forever. The default disposition ends it whatever it is doing, as for stock workers.
+    """
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_stock_sigterm_in_forked_child)
+
+
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    owner = os.getpid()
-
-    def terminate(signum, frame):
-        if os.getpid() != owner:  # a forked child (nnU-Net's fork pools) inherited this: die as by default
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
