@@ -74,10 +74,15 @@ def test_sigterm_and_ctrl_c_run_the_same_cleanup(capsys, sig, status, how):
 
 
 def test_a_forked_child_dies_on_sigterm_as_by_default():
-    """nnU-Net's fork pools inherit our handler; a worker must not raise (it may hold the queue's lock)."""
+    """nnU-Net's fork pools end their workers with SIGTERM: a worker forked from a command must have
+    the default disposition (a handler needs the child's Python to run; a stuck child cannot)."""
+    from mqsm_nnunet.command import _raise_terminated
     def body(args):
+        assert signal.getsignal(signal.SIGTERM) is _raise_terminated
         child = os.fork()
         if child == 0:
+            if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+                os._exit(3)
             time.sleep(10)
             os._exit(0)
         time.sleep(0.2)
