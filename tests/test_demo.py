@@ -20,6 +20,7 @@ def test_demo_smallest_size_writes_tables_figures_and_summary(tmp_path):
         assert all(math.isfinite(metrics[k]) for k in ("ssim", "psnr", "nrmse", "hfen"))
     assert 0.0 <= summary["segmentation_mean_dice"] <= 1.0
     assert summary["training"]["fold"] == "all"
+    assert "registration_table2" in summary
     curve = summary["learning_curve"]
     assert curve["iterations"] == [1, 2]          # the epoch-1 checkpoint and the final model
     assert all(0.0 <= d <= 1.0 for d in curve["dice"]) and all(n > 0 for n in curve["nrmse"])

