@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raw_dataset(dataset_id: int) -> Path:
-    """The raw dataset folder of an ID, checked to be one mqsm_convert made.
+def _raw_dataset(dataset_id: int) -> tuple[Path, bool]:
+    """The raw dataset folder of an ID, checked to be one mqsm_convert made, and whether it holds
+    field maps alone (`mqsm_convert --qsm-only`: trained with mQSMTrainer_QSM).
 
     Raises:
         ValueError: unknown ID, not in $nnUNet_raw, or a dataset.json without the mqsm block.
@@ -65,10 +66,10 @@ def _raw_dataset(dataset_id: int) -> Path:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{folder / 'dataset.json'}: not valid JSON ({error})") from None
     try:
-        MQSMChannels.from_dataset_json(dataset_json)
+        channels = MQSMChannels.from_dataset_json(dataset_json)
     except ValueError as error:
         raise ValueError(f"{folder / 'dataset.json'}: {error}") from None
-    return folder
+    return folder, channels.qsm_only
 
 
 def run(args: argparse.Namespace) -> None:
@@ -82,8 +83,7 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"{variable} is not set: export {variable}=/path/to/{variable} (see nnU-Net's "
                              "documentation/setting_up_paths.md)")
     check_process_counts()
-    for dataset_id in args.dataset_id:
-        _raw_dataset(dataset_id)
+    qsm_only = {dataset_id: _raw_dataset(dataset_id)[1] for dataset_id in args.dataset_id}
 
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints,
                                                                       plan_experiment_dataset, preprocess)
@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> None:
     print(f"[3/3] preprocess {', '.join(args.c)}")
     preprocess(args.dataset_id, PLANS_NAME, configurations=args.c, num_processes=[args.np] * len(args.c),
                show_progress_bar=not args.no_pbar)
-    print(f"done: train with  nnUNetv2_train {args.dataset_id[0]} 3d_fullres FOLD -tr mQSMTrainer -p {PLANS_NAME}")
+    for dataset_id, fields_only in qsm_only.items():
+        trainer = "mQSMTrainer_QSM" if fields_only else "mQSMTrainer"
+        print(f"done: train with  nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr {trainer} -p {PLANS_NAME}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

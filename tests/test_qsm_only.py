@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +18,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from test_pipeline import run_cli
+
 from mqsm_nnunet.conversion.b0 import b0_direction
 from mqsm_nnunet.dataset_metadata import MQSMChannels, QSM_ONLY_CHANNELS, channel_names
 from mqsm_nnunet.inference.staging import check_channel_files
 from mqsm_nnunet.nifti import write_volume
 
-BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 FULL_ID, FIELDS_ID = 711, 712
 FULL, FIELDS = "Dataset711_Full", "Dataset712_Fields"
@@ -106,14 +105,6 @@ class Models:
         return Path(self.env["nnUNet_results"]) / name / f"{trainer}__mQSMPlans__3d_fullres"
 
 
-def _run(args: list[str], env: dict) -> str:
-    result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=900,
-                            cwd=env["nnUNet_results"])
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(args)} exited with {result.returncode}:\n{output[-5000:]}"
-    return output
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Models:
     root = tmp_path_factory.mktemp("qsm_only")
@@ -127,18 +118,18 @@ def models(tmp_path_factory) -> Models:
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         Path(env[key]).mkdir()
     cohort, fields = root / "cohort", root / "fields"
-    _run(["mqsm_phantom", "-o", str(cohort), "-n", "5", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6",
+    run_cli(["mqsm_phantom", "-o", str(cohort), "-n", "5", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6",
           "--b0-dir", *B0_DIR, "--seed", "3", "--quiet"], env)
     for subject in sorted(cohort.glob("sub-*")):
         (fields / subject.name).mkdir(parents=True)
         for name in ("field.nii.gz", "mask.nii.gz"):
             shutil.copy(subject / name, fields / subject.name / name)
-    _run(["mqsm_convert", "-i", str(cohort), "-d", str(FULL_ID), "-n", "Full", "-np", "1"], env)
-    _run(["mqsm_convert", "-i", str(fields), "-d", str(FIELDS_ID), "-n", "Fields", "--qsm-only", "-np", "1"], env)
-    _run(["mqsm_plan_and_preprocess", "-d", str(FULL_ID), str(FIELDS_ID), "-np", "1", "--no_pbar"], env)
-    _run(["nnUNetv2_train", str(FULL_ID), "3d_fullres", "0", "-tr", "mQSMTrainer_tiny", "-p", "mQSMPlans",
+    run_cli(["mqsm_convert", "-i", str(cohort), "-d", str(FULL_ID), "-n", "Full", "-np", "1"], env)
+    run_cli(["mqsm_convert", "-i", str(fields), "-d", str(FIELDS_ID), "-n", "Fields", "--qsm-only", "-np", "1"], env)
+    run_cli(["mqsm_plan_and_preprocess", "-d", str(FULL_ID), str(FIELDS_ID), "-np", "1", "--no_pbar"], env)
+    run_cli(["nnUNetv2_train", str(FULL_ID), "3d_fullres", "0", "-tr", "mQSMTrainer_tiny", "-p", "mQSMPlans",
           "-device", "cpu"], env)
-    _run(["nnUNetv2_train", str(FIELDS_ID), "3d_fullres", "0", "-tr", "mQSMTrainer_QSM_tiny", "-p", "mQSMPlans",
+    run_cli(["nnUNetv2_train", str(FIELDS_ID), "3d_fullres", "0", "-tr", "mQSMTrainer_QSM_tiny", "-p", "mQSMPlans",
           "-device", "cpu"], env)
     return Models(root, cohort, fields, env)
 
@@ -170,6 +161,7 @@ def assert_qsm_on_the_field_grid(qsm_file: Path, field_file: Path, mask_file: Pa
     return data
 
 
+@pytest.mark.slow
 def test_field_only_subjects_get_the_qsm_alone_from_a_model_trained_on_t1_and_labels(nnunet_env, tmp_path, capsys):
     """A folder with one complete subject and one with only field + mask: both QSMs, one segmentation,
     one clear note that the segmentation needs a T1."""
@@ -188,6 +180,7 @@ def test_field_only_subjects_get_the_qsm_alone_from_a_model_trained_on_t1_and_la
     assert np.corrcoef(qsm[inside], chi[inside])[0, 1] > 0.5
 
 
+@pytest.mark.slow
 def test_nnunet_style_inputs_without_the_t1_channel_get_the_qsm_alone(nnunet_env, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -201,6 +194,7 @@ def test_nnunet_style_inputs_without_the_t1_channel_get_the_qsm_alone(nnunet_env
                                  nnunet_env.cohort / "sub-003" / "mask.nii.gz")
 
 
+@pytest.mark.slow
 def test_qsm_only_conversion_planning_and_training(nnunet_env):
     raw = nnunet_env.raw(FIELDS)
     dataset_json = json.loads((raw / "dataset.json").read_text())
@@ -225,6 +219,7 @@ def test_qsm_only_conversion_planning_and_training(nnunet_env):
     assert json.loads((fold / "validation_qsm" / "qsm_summary.json").read_text())["mean"]["nrmse"] > 0
 
 
+@pytest.mark.slow
 def test_a_qsm_only_model_reconstructs_the_field_maps_it_was_trained_on(nnunet_env, tmp_path):
     out = tmp_path / "pred"
     assert mqsm_predict(FIELDS_ID, "mQSMTrainer_QSM_tiny", "-i", str(nnunet_env.fields), "-o", str(out)) == 0
@@ -234,14 +229,16 @@ def test_a_qsm_only_model_reconstructs_the_field_maps_it_was_trained_on(nnunet_e
                                      nnunet_env.fields / case / "mask.nii.gz")
 
 
+@pytest.mark.slow
 def test_a_subclass_that_only_shortens_mqsm_trainer_qsm_trains(nnunet_env):
-    _run(["nnUNetv2_train", str(FIELDS_ID), "3d_fullres", "1", "-tr", "mQSMTrainer_QSM_userShort", "-p",
+    run_cli(["nnUNetv2_train", str(FIELDS_ID), "3d_fullres", "1", "-tr", "mQSMTrainer_QSM_userShort", "-p",
           "mQSMPlans", "-device", "cpu"], nnunet_env.env)
     fold = nnunet_env.model(FIELDS, "mQSMTrainer_QSM_userShort") / "fold_1"
     assert (fold / "checkpoint_final.pth").is_file()
     assert list((fold / "validation_qsm").glob("sub-*_qsm.nii.gz"))
 
 
+@pytest.mark.slow
 def test_segmentation_trainers_refuse_a_qsm_only_dataset(nnunet_env):
     import torch
 
