@@ -80,6 +80,15 @@ class mQSMTrainer_tiny(SnapshotCheckpoints, mQSMTrainer):
         self.weight_decay = TINY_WEIGHT_DECAY
         self.save_every = 1
 
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """Skipped for fold 'all': its validation cases are its own training cases, so the scores say
+        nothing (nnU-Net warns as much), and on the CPU they cost minutes of the demo's budget."""
+        if self.fold == "all":
+            self.print_to_log_file("Final validation skipped: fold 'all' would score its own training cases; "
+                                   "score held-out subjects with mqsm_predict + mqsm_evaluate")
+            return
+        super().perform_actual_validation(save_probabilities)
+
     def configure_optimizers(self):
         network = self.mqsm_network
         optimizer = torch.optim.AdamW(self._parameter_groups(network), self.initial_lr,
