@@ -74,18 +74,36 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def _stock_sigterm_in_forked_child() -> None:
-    """A process forked from a command (nnU-Net's fork pools) gets SIGTERM's default back at once.
+class _StockSigtermAcrossFork:
+    """Processes forked from a command (nnU-Net's fork pools) are born with SIGTERM's default.
 
-    Its pool ends it with SIGTERM; a handled SIGTERM would need the child's Python to run, and a
-    child forked from a threaded parent can be stuck on a lock it inherited, so the pool would wait
-    for it forever. The default disposition ends it whatever it is doing, as for stock workers.
+    Their pool ends them with SIGTERM. A handled SIGTERM needs the child's Python to run, and a child
+    forked from a threaded parent can be stuck on a lock it inherited before it runs any Python, so
+    the pool would wait for it forever. So the default disposition is in place while the parent
+    forks (a few microseconds, during which a SIGTERM ends the parent without clean-up) and the
+    parent's handler comes back right after.
     """
-    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    previous = None
+
+    @classmethod
+    def before(cls) -> None:
+        if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+            cls.previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    @classmethod
+    def after_in_parent(cls) -> None:
+        if cls.previous is not None:
+            signal.signal(signal.SIGTERM, cls.previous)
+            cls.previous = None
+
+    @classmethod
+    def after_in_child(cls) -> None:
+        cls.previous = None
 
 
-os.register_at_fork(after_in_child=_stock_sigterm_in_forked_child)
+os.register_at_fork(before=_StockSigtermAcrossFork.before, after_in_parent=_StockSigtermAcrossFork.after_in_parent,
+                    after_in_child=_StockSigtermAcrossFork.after_in_child)
 
 
 @contextlib.contextmanager
