@@ -124,6 +124,7 @@ def models(tmp_path_factory) -> Models:
         (fields / subject.name).mkdir(parents=True)
         for name in ("field.nii.gz", "mask.nii.gz"):
             shutil.copy(subject / name, fields / subject.name / name)
+    (fields / "sub-005" / "params.json").write_text(json.dumps({"B0_dir": [0, 0, 2]}))   # QSM-CI style sidecar
     run_cli(["mqsm_convert", "-i", str(cohort), "-d", str(FULL_ID), "-n", "Full", "-np", "1"], env)
     run_cli(["mqsm_convert", "-i", str(fields), "-d", str(FIELDS_ID), "-n", "Fields", "--qsm-only", "-np", "1"], env)
     run_cli(["mqsm_plan_and_preprocess", "-d", str(FULL_ID), str(FIELDS_ID), "-np", "1", "--no_pbar"], env)
@@ -200,6 +201,11 @@ def test_qsm_only_conversion_planning_and_training(nnunet_env):
     dataset_json = json.loads((raw / "dataset.json").read_text())
     assert dataset_json["labels"] == {"background": 0, "brain": 1}
     assert dataset_json["mqsm"]["qsm_only"] is True and dataset_json["mqsm"]["channels"] == QSM_ONLY_CHANNELS
+    sources = dataset_json["mqsm"]["b0_direction_source"]
+    assert sources["sub-005"] == "sidecar params.json" and sources["sub-001"] == "affine"
+    assert dataset_json["mqsm"]["b0_direction"]["sub-005"] == [0.0, 0.0, 1.0]
+    np.testing.assert_allclose(dataset_json["mqsm"]["b0_direction"]["sub-001"], np.array([0.3, 0, 1]) / np.hypot(0.3, 1),
+                               atol=1e-4)
     assert sorted(p.name for p in (raw / "imagesTr").iterdir())[:3] == [f"sub-001_000{c}.nii.gz" for c in range(3)]
     label_map = np.asarray(nib.load(raw / "labelsTr" / "sub-001.nii.gz").dataobj)
     np.testing.assert_array_equal(label_map, np.asarray(nib.load(nnunet_env.fields / "sub-001" / "mask.nii.gz").dataobj))
