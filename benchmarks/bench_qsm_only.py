@@ -40,8 +40,8 @@ BASELINES = ("tkd", "tikhonov", "tv_admm")
 
 def machine() -> str:
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, " \
-           f"load average {load}"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}, load average {load}")
 
 
 def timed(command: list[str], env: dict | None = None, log: Path | None = None) -> dict:
@@ -113,7 +113,8 @@ def speed(args: argparse.Namespace) -> dict:
         runs.append(("tv_admm", args.compare_tv_with))
     for name, module in runs:
         label = name if module is None else f"{name} ({Path(module).name})"
-        command = [sys.executable, __file__, "_one", name, str(subject), str(out / f"{name}{'_other' * bool(module)}.npy")]
+        result = out / f"{name}{'_other' * bool(module)}.npy"
+        command = [sys.executable, __file__, "_one", name, str(subject), str(result)]
         results[label] = timed(command + (["--module", module] if module else []), log=out / f"{label}.log")
         match = re.search(r"inversion_seconds (\S+)", results[label].pop("stdout"))
         results[label]["inversion_seconds"] = float(match.group(1))
@@ -222,7 +223,8 @@ def main() -> None:
     speed_part, cohort_part = parts.choices["speed"], parts.choices["cohort"]
     speed_part.add_argument("--trainer", default=TRAINER)
     speed_part.add_argument("--folds", nargs="+", default=["all"])
-    speed_part.add_argument("--step-size", type=float, default=0.5, help="sliding-window step (mqsm_predict -step_size)")
+    speed_part.add_argument("--step-size", type=float, default=0.5,
+                            help="sliding-window step (mqsm_predict -step_size)")
     speed_part.add_argument("--compare-tv-with", metavar="FILE", help="another baselines.py whose tv_admm to compare")
     cohort_part.add_argument("--subjects", type=int, default=4)
     cohort_part.add_argument("--epochs", type=int, default=10)

@@ -10,10 +10,11 @@ products are circular) and returns chi multiplied by the mask.
 | --- | --- | --- |
 | ``tkd`` | truncated k-space division, `physics.tkd` | t = 0.2 |
 | ``tikhonov`` | closed-form L2: ``chi = IFFT(D F / (D^2 + lambda))`` | lambda = 0.01 |
-| ``tv_admm`` | TV-regularised inversion, ADMM (linear FANSI split), on the mask's bounding box | alpha = 3e-4, rho = 3e-2, <= 100 iterations |
+| ``tv_admm`` | TV-regularised inversion, ADMM (linear FANSI split) | alpha = 3e-4, rho = 3e-2, <= 100 iterations |
 | ``qsm_minus`` | paper Eq. 3, `physics.qsm_minus` | t = (0.1, 0.2) |
 
-Parameter choices and measurements: docs/baselines.md.
+TV-ADMM runs on the mask's bounding box (see its docstring). Parameter choices and measurements:
+docs/baselines.md.
 """
 from __future__ import annotations
 

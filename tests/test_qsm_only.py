@@ -173,7 +173,8 @@ def test_field_only_subjects_get_the_qsm_alone_from_a_model_trained_on_t1_and_la
     assert mqsm_predict(FULL_ID, "mQSMTrainer_tiny", "-i", str(inputs), "-o", str(out)) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "segmentation needs a T1" in line]
     assert len(notes) == 1 and "sub-002" in notes[0] and "sub-001" not in notes[0]
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["sub-001.nii.gz", "sub-001_qsm.nii.gz", "sub-002_qsm.nii.gz"]
+    written = sorted(p.name for p in out.glob("*.nii.gz"))
+    assert written == ["sub-001.nii.gz", "sub-001_qsm.nii.gz", "sub-002_qsm.nii.gz"]
     qsm = assert_qsm_on_the_field_grid(out / "sub-002_qsm.nii.gz", inputs / "sub-002" / "field.nii.gz",
                                        inputs / "sub-002" / "mask.nii.gz")
     chi = np.asarray(nib.load(nnunet_env.cohort / "sub-002" / "chi.nii.gz").dataobj)
@@ -204,11 +205,12 @@ def test_qsm_only_conversion_planning_and_training(nnunet_env):
     sources = dataset_json["mqsm"]["b0_direction_source"]
     assert sources["sub-005"] == "sidecar params.json" and sources["sub-001"] == "affine"
     assert dataset_json["mqsm"]["b0_direction"]["sub-005"] == [0.0, 0.0, 1.0]
-    np.testing.assert_allclose(dataset_json["mqsm"]["b0_direction"]["sub-001"], np.array([0.3, 0, 1]) / np.hypot(0.3, 1),
-                               atol=1e-4)
+    np.testing.assert_allclose(dataset_json["mqsm"]["b0_direction"]["sub-001"],
+                               np.array([0.3, 0, 1]) / np.hypot(0.3, 1), atol=1e-4)
     assert sorted(p.name for p in (raw / "imagesTr").iterdir())[:3] == [f"sub-001_000{c}.nii.gz" for c in range(3)]
     label_map = np.asarray(nib.load(raw / "labelsTr" / "sub-001.nii.gz").dataobj)
-    np.testing.assert_array_equal(label_map, np.asarray(nib.load(nnunet_env.fields / "sub-001" / "mask.nii.gz").dataobj))
+    mask = np.asarray(nib.load(nnunet_env.fields / "sub-001" / "mask.nii.gz").dataobj)
+    np.testing.assert_array_equal(label_map, mask)
     plans = json.loads((Path(nnunet_env.env["nnUNet_preprocessed"]) / FIELDS / "mQSMPlans.json").read_text())
     architecture = plans["configurations"]["3d_fullres"]["architecture"]
     assert architecture["network_class_name"].endswith("ReconstructionOnlyNet")
