@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MQSM_ID, T1_ID = 981, 982
@@ -170,12 +172,11 @@ def train_and_score(method: str, args, out: Path, env: dict, cohort: Path, cases
     model = Path(env["nnUNet_results"]) / name / f"{trainer}__{plans}__3d_fullres"
     shutil.rmtree(model, ignore_errors=True)
     log = out / "logs" / f"train_{method}.log"
-    train_env = {**env, "MQSM_TINY_EPOCHS": str(args.epochs), "MQSM_TINY_ITERATIONS": str(args.per_epoch)}
-    if args.curve:
-        train_env["MQSM_TINY_SNAPSHOT_EVERY"] = str(args.curve_every)
+    write_short_training(Path(env["nnUNet_preprocessed"]) / name / f"{plans}.json",
+                         ShortTraining(args.epochs, args.per_epoch, args.curve_every if args.curve else 0))
     start = time.perf_counter()
     run(["nnUNetv2_train", str(dataset_id), "3d_fullres", "all", "-tr", trainer, "-p", plans, "-device",
-         args.device], train_env, log)
+         args.device], env, log)
     wall = time.perf_counter() - start
     seconds_per_iteration = epoch_seconds(log.read_text()) / args.per_epoch
     curve = {"iterations": [], "dice": [], "nrmse": []}

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TRAINER = "mQSMTrainer_QSM_tiny"
@@ -154,13 +156,14 @@ def cohort(args: argparse.Namespace) -> dict:
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **{k: str(v) for k, v in folders.items()}, "nnUNet_extTrainer": str(REPO / "trainers"),
-           "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": str(args.da_processes),
-           "MQSM_TINY_EPOCHS": str(args.epochs), "MQSM_TINY_ITERATIONS": str(args.iterations)}
+           "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": str(args.da_processes)}
     figures = {}
     figures["convert"] = timed([str(BIN / "mqsm_convert"), "-i", str(fields), "-d", str(args.dataset), "-n", "Fields",
                                 "--qsm-only", "--overwrite", "-np", "1"], env, out / "convert.log")
     figures["plan"] = timed([str(BIN / "mqsm_plan_and_preprocess"), "-d", str(args.dataset), "-np", "1", "--no_pbar",
                              "-gpu_memory_target", str(args.gpu_memory_target)], env, out / "plan.log")
+    write_short_training(folders["nnUNet_preprocessed"] / f"Dataset{args.dataset:03d}_Fields" / "mQSMPlans.json",
+                         ShortTraining(args.epochs, args.iterations))
     figures["train"] = timed([str(BIN / "nnUNetv2_train"), str(args.dataset), "3d_fullres", "all", "-tr", TRAINER,
                               "-p", "mQSMPlans", "-device", "cpu"], env, out / "train.log")
     pred = out / "pred"

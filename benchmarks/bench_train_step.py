@@ -90,7 +90,8 @@ def _build(model: str, configuration: dict, classes: int):
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
     from mqsm_nnunet.planning import mQSMPlanner
-    from mqsm_nnunet.training.trainer import build_mqsm_network, mQSMTrainer
+    from mqsm_nnunet.training.architecture import build_mqsm_network
+    from mqsm_nnunet.training.trainer import mQSMTrainer
     from mqsm_nnunet.training.variants import mQSMTrainer_tiny
 
     arch = configuration["architecture"]

@@ -80,16 +80,14 @@ class Steps:
                                + "\n".join(tail))
 
 
-def demo_environment(out: Path, epochs: int, iterations: int, snapshot_every: int = 0) -> dict:
-    """nnU-Net folders inside OUT, our trainers folder, the tiny trainer's length and snapshots."""
+def demo_environment(out: Path) -> dict:
+    """nnU-Net folders inside OUT, our trainers folder, one worker per pool."""
     import trainers
 
     env = dict(os.environ)
     env.update({"nnUNet_raw": str(out / "nnUNet_raw"), "nnUNet_preprocessed": str(out / "nnUNet_preprocessed"),
                 "nnUNet_results": str(out / "nnUNet_results"),
                 "nnUNet_extTrainer": str(Path(trainers.__file__).parent),
-                "MQSM_TINY_EPOCHS": str(epochs), "MQSM_TINY_ITERATIONS": str(iterations),
-                "MQSM_TINY_SNAPSHOT_EVERY": str(snapshot_every),
                 "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "1"), "nnUNet_compile": "false",
                 "nnUNet_def_n_proc": env.get("nnUNet_def_n_proc", "1")})
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -127,7 +125,7 @@ def run(args: argparse.Namespace) -> Path:
     out = Path(args.out).resolve()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     snapshot_every = max(1, args.epochs // (args.curve_points + 1)) if args.curve_points > 0 else 0
-    env = demo_environment(out, args.epochs, args.iterations, snapshot_every)
+    env = demo_environment(out)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
                                           "nnUNet_extTrainer")})
     steps = Steps(11, out / "logs")
@@ -149,6 +147,10 @@ def run(args: argparse.Namespace) -> Path:
     steps.begin("mqsm_plan_and_preprocess (nnU-Net fingerprint, mQSMPlanner, preprocessing)")
     steps.run("plan_and_preprocess", [_tool("mqsm_plan_and_preprocess"), "-d", str(DATASET_ID), "-np", "2",
                                       "--no_pbar", "--clean"], env)
+    from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
+
+    write_short_training(out / "nnUNet_preprocessed" / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}" / f"{PLANS}.json",
+                         ShortTraining(args.epochs, args.iterations, snapshot_every))
 
     steps.begin(f"nnUNetv2_train {DATASET_ID} 3d_fullres all -tr {TRAINER} ({args.epochs} epochs x "
                 f"{args.iterations} iterations on all {args.subjects - args.test_subjects} training subjects, {device})")

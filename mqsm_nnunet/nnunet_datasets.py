@@ -94,10 +94,11 @@ def check_process_counts() -> None:
                              f"whole number >= 1; unset it or set e.g. {variable}=1")
 
 
-def folds_warning(n_training: int) -> str | None:
+def folds_warning(n_training: int, qsm_only: bool = False) -> str | None:
     """Why and how to train differently when a dataset has fewer training cases than nnU-Net's
-    `NNUNET_FOLDS` cross-validation folds (nnU-Net's split then fails with a scikit-learn error)."""
+    `NNUNET_FOLDS` cross-validation folds (nnU-Net's split then fails with a scikit-learn error).
+    `qsm_only`: a field-map dataset, whose training cases need no labels."""
     if n_training >= NNUNET_FOLDS:
         return None
     return (f"{n_training} training case(s), fewer than nnU-Net's {NNUNET_FOLDS} cross-validation folds: train "
-            "fold 'all' (nnUNetv2_train ID 3d_fullres all ...) or add labelled subjects")
+            f"fold 'all' (nnUNetv2_train ID 3d_fullres all ...) or add {'' if qsm_only else 'labelled '}subjects")

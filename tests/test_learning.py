@@ -192,3 +192,22 @@ def test_learning_rates_follow_each_tasks_schedule_epoch_by_epoch(nnunet_env):
     for epoch, lrs in enumerate(seen):
         assert lrs["segmentation"] == pytest.approx(0.0 if epoch < 2 else poly[epoch])
         assert lrs["reconstruction"] == pytest.approx(0.0 if epoch >= 4 else 0.5 * poly[epoch])
+
+
+def test_fewer_cases_than_folds_is_refused_with_the_fix(nnunet_env, tmp_path):
+    import shutil
+
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    from mqsm_nnunet.training.variants import mQSMTrainer_tiny
+
+    trainer = _trainer(mQSMTrainer_tiny, 771, fold=0)
+    four_cases = tmp_path / "Dataset771_Learn"
+    shutil.copytree(Path(nnUNet_preprocessed) / "Dataset771_Learn", four_cases)
+    (four_cases / "splits_final.json").unlink(missing_ok=True)
+    for leftover in (four_cases / Path(trainer.preprocessed_dataset_folder).name).glob("sub-005*"):
+        leftover.unlink()
+    trainer.preprocessed_dataset_folder_base = str(four_cases)
+    trainer.preprocessed_dataset_folder = str(four_cases / Path(trainer.preprocessed_dataset_folder).name)
+    with pytest.raises(RuntimeError, match=r"cannot train fold 0: 4 training case\(s\).*fold 'all'"):
+        trainer.do_split()

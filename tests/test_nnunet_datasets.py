@@ -52,3 +52,5 @@ def test_process_counts(monkeypatch, variable, value, ok):
 def test_folds_warning_below_five_cases():
     assert folds_warning(5) is None
     assert "4 training case(s)" in folds_warning(4) and "all" in folds_warning(4)
+    assert "add labelled subjects" in folds_warning(4)
+    assert "add subjects" in folds_warning(4, qsm_only=True)      # field maps need no labels

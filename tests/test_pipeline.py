@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
+
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
@@ -77,8 +79,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
     env = {**os.environ, **{k: str(v) for k, v in folders.items()},
            "nnUNet_extTrainer": str(REPO / "trainers"),
            "nnUNet_n_proc_DA": "1",      # data augmentation workers
-           "nnUNet_def_n_proc": "1",     # validation export / metric pools (default 8 spawned workers)
-           "MQSM_TINY_EPOCHS": str(EPOCHS), "MQSM_TINY_ITERATIONS": "2"}
+           "nnUNet_def_n_proc": "1"}     # validation export / metric pools (default 8 spawned workers)
     env.pop("nnUNet_compile", None)
     cohort = root / "cohort"
     run_cli(["mqsm_phantom", "-o", str(cohort), "-n", str(N_SUBJECTS), "--shape", "32", "32", "24",
@@ -86,6 +87,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
     (cohort / TEST_CASE / "labels.nii.gz").unlink()
     run_cli(["mqsm_convert", "-i", str(cohort), "-d", str(DATASET_ID), "-n", "Phantom", "-np", "1"], env)
     run_cli(["mqsm_plan_and_preprocess", "-d", str(DATASET_ID), "-np", "1", "--no_pbar"], env)
+    write_short_training(folders["nnUNet_preprocessed"] / DATASET / f"{PLANS}.json", ShortTraining(EPOCHS, 2))
     output = run_cli(["nnUNetv2_train", str(DATASET_ID), CONFIG, "0", "-tr", TRAINER, "-p", PLANS,
                       "-device", "cpu"], env)
     return Pipeline(root, cohort, folders["nnUNet_raw"] / DATASET, folders["nnUNet_preprocessed"] / DATASET,
@@ -217,12 +219,14 @@ def test_validation_writes_segmentation_and_qsm_in_native_geometry(pipeline):
 # 3. --c and --val through nnUNetv2_train
 # ----------------------------------------------------------------------------------------------------
 def test_continue_and_validation_only(pipeline, tmp_path):
-    results = tmp_path / "nnUNet_results"
+    results, preprocessed = tmp_path / "nnUNet_results", tmp_path / "nnUNet_preprocessed"
     shutil.copytree(pipeline.results, results)
+    shutil.copytree(pipeline.preprocessed, preprocessed / DATASET)
+    write_short_training(preprocessed / DATASET / f"{PLANS}.json", ShortTraining(EPOCHS + 1, 2))   # one more epoch
     fold0 = results / pipeline.fold0.relative_to(pipeline.results)
     train = ["nnUNetv2_train", str(DATASET_ID), CONFIG, "0", "-tr", TRAINER, "-p", PLANS, "-device", "cpu"]
 
-    env = pipeline.env_with(nnUNet_results=str(results), MQSM_TINY_EPOCHS=str(EPOCHS + 1))
+    env = pipeline.env_with(nnUNet_results=str(results), nnUNet_preprocessed=str(preprocessed))
     output = run_cli([*train, "--c"], env)
     assert f"Epoch {EPOCHS}" in output and "Epoch 0" not in output  # resumed, not restarted
     assert "Training done." in output
@@ -264,6 +268,38 @@ def test_mqsm_predict_matches_stock_segmentation(pipeline, prediction):
     assert not (stock / f"{TEST_CASE}_qsm.nii.gz").exists()
     assert geometry(stock / f"{TEST_CASE}.nii.gz") == geometry(prediction / f"{TEST_CASE}.nii.gz")
     assert np.array_equal(array(stock / f"{TEST_CASE}.nii.gz"), ours)
+
+
+def test_results_folder_alone_rebuilds_the_short_variant(pipeline, prediction, tmp_path, monkeypatch):
+    """The results folder's plans.json names the variant's own network and length, and both predictors
+    rebuild it from that folder alone (no preprocessed or raw dataset around)."""
+    plans = json.loads((pipeline.model_folder / "plans.json").read_text())["configurations"][CONFIG]
+    arch = plans["architecture"]["arch_kwargs"]
+    assert (arch["recon_width"], arch["recon_blocks"], arch["recon_dilations"]) == (8, 2, [1, 2, 4, 8])
+    assert arch["features_per_stage"][0] == 16 and max(arch["features_per_stage"]) <= 32
+    assert plans["mqsm_short_training"] == {"epochs": EPOCHS, "iterations_per_epoch": 2, "snapshot_every": 0}
+
+    results, images = tmp_path / "results", tmp_path / "images"
+    shutil.copytree(pipeline.model_folder, results / DATASET / pipeline.model_folder.name)
+    shutil.copytree(pipeline.raw / "imagesTs", images)
+    empty = {"nnUNet_raw": tmp_path / "raw", "nnUNet_preprocessed": tmp_path / "pre"}
+    for folder in empty.values():
+        folder.mkdir()
+    env = pipeline.env_with(nnUNet_results=str(results), **{k: str(v) for k, v in empty.items()})
+
+    stock = tmp_path / "stock"
+    run_cli(["nnUNetv2_predict_from_modelfolder", "-i", str(images), "-o", str(stock), "-m",
+             str(results / DATASET / pipeline.model_folder.name), "-f", "0", "-device", "cpu", "-npp", "0", "-nps",
+             "0", "--disable_progress_bar"], env)
+    assert np.array_equal(array(stock / f"{TEST_CASE}.nii.gz"), array(prediction / f"{TEST_CASE}.nii.gz"))
+
+    for name in IN_PROCESS_VARS:
+        monkeypatch.setenv(name, env[name])
+    ours = tmp_path / "ours"
+    assert mqsm_predict("-i", str(images), "-o", str(ours)) == 0
+    assert np.array_equal(array(ours / f"{TEST_CASE}.nii.gz"), array(prediction / f"{TEST_CASE}.nii.gz"))
+    np.testing.assert_allclose(array(ours / f"{TEST_CASE}_qsm.nii.gz"), array(prediction / f"{TEST_CASE}_qsm.nii.gz"),
+                               rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from mqsm_nnunet.conversion.b0 import b0_direction
 from mqsm_nnunet.dataset_metadata import MQSMChannels, QSM_ONLY_CHANNELS, channel_names
 from mqsm_nnunet.inference.staging import check_channel_files
 from mqsm_nnunet.nifti import write_volume
+from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_ID, FIELDS_ID = 711, 712
@@ -113,7 +114,7 @@ def models(tmp_path_factory) -> Models:
     (extra / "user_short.py").write_text(SHORT_TRAINER)
     env = {**os.environ, "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
            "nnUNet_results": str(root / "res"), "nnUNet_extTrainer": f"{REPO / 'trainers'}{os.pathsep}{extra}",
-           "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1", "MQSM_TINY_EPOCHS": "1", "MQSM_TINY_ITERATIONS": "2"}
+           "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1"}
     env.pop("nnUNet_compile", None)
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         Path(env[key]).mkdir()
@@ -128,6 +129,8 @@ def models(tmp_path_factory) -> Models:
     run_cli(["mqsm_convert", "-i", str(cohort), "-d", str(FULL_ID), "-n", "Full", "-np", "1"], env)
     run_cli(["mqsm_convert", "-i", str(fields), "-d", str(FIELDS_ID), "-n", "Fields", "--qsm-only", "-np", "1"], env)
     run_cli(["mqsm_plan_and_preprocess", "-d", str(FULL_ID), str(FIELDS_ID), "-np", "1", "--no_pbar"], env)
+    for dataset in (f"Dataset{FULL_ID}_Full", f"Dataset{FIELDS_ID}_Fields"):
+        write_short_training(root / "pre" / dataset / "mQSMPlans.json", ShortTraining(1, 2))
     run_cli(["nnUNetv2_train", str(FULL_ID), "3d_fullres", "0", "-tr", "mQSMTrainer_tiny", "-p", "mQSMPlans",
           "-device", "cpu"], env)
     run_cli(["nnUNetv2_train", str(FIELDS_ID), "3d_fullres", "0", "-tr", "mQSMTrainer_QSM_tiny", "-p", "mQSMPlans",

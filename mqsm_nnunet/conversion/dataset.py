@@ -163,7 +163,7 @@ def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
     if labels.remapped:
         _warn(f"labels JSON ids {sorted(labels.original.values())} are not consecutive; label maps are remapped to "
               "0..N in id order (originals in dataset.json mqsm.label_ids_original)")
-    few_folds = folds_warning(sum(s.training for s in subjects))
+    few_folds = folds_warning(sum(s.training for s in subjects), options.qsm_only)
     if few_folds:
         _warn(few_folds)
 

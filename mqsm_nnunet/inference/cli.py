@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace, model_folder: Path, folds: list, input_dir: Path, out_dir: Path) -> str:
     import torch
 
-    from mqsm_nnunet.inference.predictor import mQSMPredictor
+    from mqsm_nnunet.prediction.predictor import mQSMPredictor
     from mqsm_nnunet.inference.qsm_only import predict_folder
 
     device = torch.device(args.device)

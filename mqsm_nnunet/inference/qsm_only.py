@@ -20,8 +20,8 @@ import torch
 
 from mqsm_nnunet.command import MQSMWarning
 from mqsm_nnunet.dataset_metadata import MQSMChannels
-from mqsm_nnunet.inference.export import export_qsm
-from mqsm_nnunet.inference.predictor import mQSMPredictor
+from mqsm_nnunet.prediction.export import export_qsm
+from mqsm_nnunet.prediction.predictor import mQSMPredictor
 from mqsm_nnunet.training.qsm_network import ReconstructionOnlyNet
 
 

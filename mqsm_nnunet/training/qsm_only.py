@@ -116,4 +116,4 @@ class mQSMTrainer_QSM(mQSMTrainer):
 
 class mQSMTrainer_QSM_tiny(mQSMTrainer_QSM, mQSMTrainer_tiny):
     """mQSMTrainer_QSM with the short CPU recipe of mQSMTrainer_tiny: AdamW + poly decay, its
-    reconstruction-net sizes, its length (MQSM_TINY_EPOCHS / MQSM_TINY_ITERATIONS)."""
+    reconstruction-net sizes, its length (the plans' `mqsm_short_training`)."""

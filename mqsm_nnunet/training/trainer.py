@@ -16,12 +16,11 @@ checkpointing, `--c` resume, `--val`, AMP and the DDP paths. Changed:
   voxel-coordinate channels tell the loss how each patch was rotated (`mqsm_nnunet.augmentation`,
   `training.geometry`);
 - logging: both loss terms and an online QSM figure, in the log and in `progress_mqsm.png`;
-- final validation also writes each validation case's QSM and its QSM metrics.
+- final validation also writes each validation case's QSM and its QSM metrics (`qsm_validation`);
+- the plans it runs under (and copies into the results folder) carry the variant's network sizes.
 """
 from __future__ import annotations
 
-import json
-import pydoc
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,71 +29,24 @@ import torch
 from torch import distributed as dist
 from torch import nn
 from torch._dynamo import OptimizedModule
-from nnunetv2.paths import nnUNet_raw
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from mqsm_nnunet.augmentation import N_COORDINATE_CHANNELS, protect_physical_channels, with_voxel_coordinates
 from mqsm_nnunet.dataset_metadata import MQSMChannels
-from mqsm_nnunet.inference.export import qsm_to_native, write_native_float
-from mqsm_nnunet.inference.predictor import mQSMPredictor
 from mqsm_nnunet.losses import DataConsistencyLoss, ReconstructionLoss
-from mqsm_nnunet.metrics import qsm_metrics
 from mqsm_nnunet.network import MQSMNet
-from mqsm_nnunet.nifti import read_volume
+from mqsm_nnunet.nnunet_datasets import folds_warning
+from mqsm_nnunet.training.architecture import build_mqsm_network, plans_describing_network
 from mqsm_nnunet.training.geometry import (b0_in_patch_frame, b0_in_preprocessed_frame, is_exact_regrid,
                                            sampling_matrix)
 from mqsm_nnunet.training.progress import MQSMLocalLogger
+from mqsm_nnunet.training.qsm_validation import FinalQSMValidation
 from mqsm_nnunet.training.schedule import TaskPolyLR
 
-# Keys of PlainConvUNet's constructor that MQSMNet shares; anything else in stock plans is dropped.
-_UNET_KEYS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_conv_per_stage",
-              "n_conv_per_stage_decoder", "conv_bias", "norm_op", "norm_op_kwargs", "dropout_op",
-              "dropout_op_kwargs", "nonlin", "nonlin_kwargs")
-# mQSM keys the planner may write into the plans' arch_kwargs.
-MQSM_ARCH_KEYS = ("t1_channels", "qsm_minus_channel", "recon_width", "recon_blocks", "recon_skip_channels",
-                  "recon_dilations", "fusion", "fusion_stages")
-
-
-def cap_features(features_per_stage, caps: int | tuple[int, ...]) -> list[int]:
-    """Stage widths capped by one number, or by one per stage (the last repeated for deeper stages)."""
-    caps = (caps,) if isinstance(caps, int) else tuple(caps)
-    return [min(int(f), caps[min(s, len(caps) - 1)]) for s, f in enumerate(features_per_stage)]
-
-
-def build_mqsm_network(configuration_manager: ConfigurationManager, num_input_channels: int,
-                       num_output_channels: int, deep_supervision: bool, overrides: dict,
-                       max_features: int | tuple[int, ...] | None = None) -> MQSMNet:
-    """MQSMNet from a configuration's arch kwargs (ours or stock PlainConvUNet / ResEnc ones).
-
-    `overrides` replace arch kwargs; `max_features` caps the U-Net width of every stage (CPU variants):
-    one number for all stages, or one per stage with the last repeated for deeper stages.
-
-    Raises:
-        RuntimeError: the configuration is 2D (the dipole model is 3D).
-    """
-    if len(configuration_manager.patch_size) != 3:
-        raise RuntimeError("mQSM needs a 3D configuration (the dipole physics is 3D): train 3d_fullres, not "
-                           f"a {len(configuration_manager.patch_size)}D one")
-    given = dict(configuration_manager.network_arch_init_kwargs)
-    if "n_conv_per_stage" not in given and "n_blocks_per_stage" in given:  # ResidualEncoderUNet plans
-        given["n_conv_per_stage"] = given["n_blocks_per_stage"]
-    kwargs = {k: given[k] for k in _UNET_KEYS if k in given}
-    kwargs.update({k: given[k] for k in MQSM_ARCH_KEYS if k in given})
-    for key in configuration_manager.network_arch_init_kwargs_req_import:
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = pydoc.locate(kwargs[key])
-    kwargs.update(overrides)
-    if max_features is not None:
-        kwargs["features_per_stage"] = cap_features(kwargs["features_per_stage"], max_features)
-    network = MQSMNet(input_channels=num_input_channels, num_classes=num_output_channels,
-                      deep_supervision=deep_supervision, **kwargs)
-    network.apply(MQSMNet.initialize)
-    return network
-
-
-class mQSMTrainer(nnUNetTrainer):
+class mQSMTrainer(FinalQSMValidation, nnUNetTrainer):
     """The paper's mQSM: recon net + two-stream U-Net with mTrans at the bottleneck."""
 
     #: MQSMNet keyword arguments that this trainer variant fixes over the plans.
@@ -132,6 +84,8 @@ class mQSMTrainer(nnUNetTrainer):
             raise RuntimeError(f"{type(self).__name__} trains a segmentation, which needs a T1, and this dataset "
                                "was made from field maps alone (mqsm_convert --qsm-only): train it with "
                                "-tr mQSMTrainer_QSM")
+        # The plans copied into the results folder then describe this variant's network (architecture.py).
+        plans = plans_describing_network(plans, configuration, self.network_overrides, self.max_unet_features)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.logger.local_logger = MQSMLocalLogger(self.logger.local_logger.verbose)
         self.reconstruction_loss = ReconstructionLoss(morph_weight=self.morphology_weight)
@@ -180,6 +134,17 @@ class mQSMTrainer(nnUNetTrainer):
         rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, initial_patch_size, None
+
+    def do_split(self):
+        """nnU-Net's split; with fewer training cases than its 5 folds and no splits_final.json, a clear
+        refusal with the fix instead of scikit-learn's traceback."""
+        if self.fold != "all" and not (Path(self.preprocessed_dataset_folder_base) / "splits_final.json").is_file():
+            dataset_class = self.dataset_class or infer_dataset_class(self.preprocessed_dataset_folder)
+            n_cases = len(dataset_class.get_identifiers(self.preprocessed_dataset_folder))
+            problem = folds_warning(n_cases, qsm_only=not self.trains_segmentation)
+            if problem:
+                raise RuntimeError(f"cannot train fold {self.fold}: {problem}")
+        return super().do_split()
 
     # ---------------------------------------------------------------------------------- schedule
     def segmentation_frozen(self, epoch: int) -> bool:
@@ -338,75 +303,6 @@ class mQSMTrainer(nnUNetTrainer):
         gathered = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, local)
         return float(np.nanmean(gathered)) if np.isfinite(gathered).any() else float("nan")
-
-    # ------------------------------------------------------------------------- final validation
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        """nnU-Net's validation (segmentations + Dice), then each validation case's QSM and metrics.
-
-        The QSM maps go to `validation_qsm/`, not `validation/`: nnU-Net's tools (validation Dice,
-        nnUNetv2_find_best_configuration) score every `*.nii.gz` in `validation/` as a segmentation.
-        """
-        super().perform_actual_validation(save_probabilities)
-        self._validate_qsm()
-
-    def _validate_qsm(self) -> None:
-        """Write `validation_qsm/<case>_qsm.nii.gz`; log QSM metrics against the dataset's reference
-        QSM where mqsm_convert stored one (`qsmTr/`), else against QSM- (consistency only)."""
-        self.set_deep_supervision_enabled(False)
-        self.network.eval()
-        predictor = mQSMPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
-                                  perform_everything_on_device=True, device=self.device, verbose=False,
-                                  verbose_preprocessing=False, allow_tqdm=False)
-        predictor.manual_initialization(self.mqsm_network, self.plans_manager, self.configuration_manager, None,
-                                        self.dataset_json, self.__class__.__name__,
-                                        self.inference_allowed_mirroring_axes)
-        _, val_keys = self.do_split()
-        if self.is_ddp:
-            val_keys = val_keys[self.local_rank::dist.get_world_size()]
-        dataset_val = self.dataset_class(self.preprocessed_dataset_folder, val_keys,
-                                         folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
-        out_dir = Path(self.output_folder) / "validation_qsm"
-        reference_dir = Path(nnUNet_raw.get(), self.plans_manager.dataset_name, "qsmTr") \
-            if nnUNet_raw.is_set() else None
-        per_case = {}
-        for key in dataset_val.identifiers:
-            data, _, _, properties = dataset_val.load_case(key)
-            data = torch.from_numpy(np.asarray(data[:]))
-            qsm = predictor.predict_qsm(data).float()
-            mask = data[self.channels.mask]
-            native = qsm_to_native(qsm, mask, properties, self.configuration_manager, self.plans_manager)
-            write_native_float(native, properties, out_dir / f"{key}_qsm{self.dataset_json['file_ending']}")
-            per_case[key] = self._qsm_case_metrics(key, qsm, data, native, reference_dir)
-        self._write_qsm_summary(out_dir, per_case)
-        self.set_deep_supervision_enabled(True)
-
-    def _qsm_case_metrics(self, key: str, qsm: torch.Tensor, data: torch.Tensor, native: np.ndarray,
-                          reference_dir: Path | None) -> dict:
-        reference_file = reference_dir / f"{key}{self.dataset_json['file_ending']}" if reference_dir else None
-        if reference_file is not None and reference_file.is_file():
-            reference = read_volume(reference_file).data          # (i, j, k) = SimpleITK's (z, y, x) reversed
-            prediction = native.transpose(2, 1, 0)
-            mask = read_volume(reference_file.parents[1] / "imagesTr" /
-                               f"{key}_{self.channels.mask:04d}{self.dataset_json['file_ending']}").data > 0.5
-            metrics = qsm_metrics(prediction, reference, mask)
-            return {"against": "reference QSM (qsmTr)", **metrics}
-        mask = (data[self.channels.mask] > 0.5).numpy()
-        metrics = qsm_metrics(qsm.numpy(), data[self.channels.qsm_minus].numpy(), mask)
-        return {"against": "QSM- (no reference QSM stored)", **metrics}
-
-    def _write_qsm_summary(self, out_dir: Path, per_case: dict) -> None:
-        if self.is_ddp:
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, per_case)
-            per_case = {k: v for part in gathered for k, v in part.items()}
-        if self.local_rank != 0 or not per_case:
-            return
-        names = [k for k, v in next(iter(per_case.values())).items() if isinstance(v, (int, float))]
-        mean = {name: float(np.nanmean([case[name] for case in per_case.values()])) for name in names}
-        summary = {"mean": mean, "per_case": per_case}
-        (out_dir / "qsm_summary.json").write_text(json.dumps(summary, indent=2, default=float))
-        self.print_to_log_file("QSM validation (" + next(iter(per_case.values()))["against"] + "): " +
-                               ", ".join(f"{k} {v:.4g}" for k, v in mean.items()))
 
 
 def _masked_correlation(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:

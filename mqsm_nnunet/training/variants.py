@@ -2,9 +2,9 @@
 
 - mQSMTrainer_tiny: the short-budget recipe for CPU minutes (tests, the demo, bench_learning):
   AdamW instead of nnU-Net's SGD (which is tuned for 250,000 iterations), no frozen epochs, narrow
-  stages and a light reconstruction net. Its length comes from MQSM_TINY_EPOCHS /
-  MQSM_TINY_ITERATIONS (nnUNetv2_train has no such flag); MQSM_TINY_SNAPSHOT_EVERY keeps intermediate
-  checkpoints for learning curves.
+  stages and a light reconstruction net. Its length (and intermediate checkpoints for learning
+  curves) comes from the plans entry `mqsm_short_training` (`short_training.py`; nnUNetv2_train has
+  no flag for it).
 - Ablations of the paper (Table 3): `_UNet` (two-stream U-Net, no fusion block), `_SA` (self-
   attention per stream, no mutual attention); mQSMTrainer itself is U-Net + SA + MA, the full mQSM.
 - `_paperLoss`: the paper's Eq. 5 alone, without the data-consistency term.
@@ -21,10 +21,11 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from mqsm_nnunet.training.architecture import cap_features, plans_describing_network
 from mqsm_nnunet.training.schedule import TaskPolyLR
-from mqsm_nnunet.training.trainer import cap_features, mQSMTrainer
+from mqsm_nnunet.training.short_training import ShortTraining
+from mqsm_nnunet.training.trainer import mQSMTrainer
 
-TINY_DEFAULT_EPOCHS, TINY_DEFAULT_ITERATIONS = 3, 4
 TINY_LEARNING_RATE = 3e-3
 TINY_WEIGHT_DECAY = 1e-4
 TINY_MAX_FEATURES = (16, 32)   # full-resolution stage 16 wide (8 per stream), deeper stages 32
@@ -33,37 +34,30 @@ TINY_MAX_FEATURES = (16, 32)   # full-resolution stage 16 wide (8 per stream), d
 SNAPSHOT_PATTERN = "checkpoint_epoch{epoch}.pth"
 
 
-class SnapshotCheckpoints:
-    """Mixin: also keep `checkpoint_epoch<E>.pth` every MQSM_TINY_SNAPSHOT_EVERY epochs (unset: none),
-    so that held-out scores can be drawn against iterations (nnU-Net overwrites checkpoint_latest)."""
+class ShortLength:
+    """Mixin: the length from the plans' `mqsm_short_training` entry (`short_training.py`), and
+    `checkpoint_epoch<E>.pth` kept every `snapshot_every` epochs, so that held-out scores can be drawn
+    against iterations (nnU-Net overwrites checkpoint_latest)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.short_training = ShortTraining.from_configuration(self.configuration_manager.configuration)
+        self.num_epochs = self.short_training.epochs
+        self.num_iterations_per_epoch = self.short_training.iterations_per_epoch
+        self.num_val_iterations_per_epoch = 2
 
     def on_epoch_end(self):
         super().on_epoch_end()               # nnU-Net counts current_epoch up at its end
-        every = os.environ.get("MQSM_TINY_SNAPSHOT_EVERY")
-        done = self.current_epoch
-        if every and int(every) > 0 and done % int(every) == 0 and done < self.num_epochs:
+        every, done = self.short_training.snapshot_every, self.current_epoch
+        if every > 0 and done % every == 0 and done < self.num_epochs:
             self.save_checkpoint(os.path.join(self.output_folder, SNAPSHOT_PATTERN.format(epoch=done)))
 
 
-def tiny_length(default_epochs: int = TINY_DEFAULT_EPOCHS,
-                default_iterations: int = TINY_DEFAULT_ITERATIONS) -> tuple[int, int]:
-    """(epochs, iterations per epoch) of the short variants, from MQSM_TINY_EPOCHS / _ITERATIONS."""
-    values = []
-    for name, default in (("MQSM_TINY_EPOCHS", default_epochs), ("MQSM_TINY_ITERATIONS", default_iterations)):
-        value = os.environ.get(name)
-        if value is None:
-            values.append(default)
-            continue
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
-        values.append(int(value))
-    return values[0], values[1]
-
-
-class mQSMTrainer_tiny(SnapshotCheckpoints, mQSMTrainer):
+class mQSMTrainer_tiny(ShortLength, mQSMTrainer):
     """CPU-sized mQSM: AdamW (lr 3e-3, poly decay), both tasks from the first step, U-Net 16 wide at
     full resolution and at most 32 below, reconstruction net 8 wide x 2 dilated blocks (at 16 wide it
-    cost as much as the whole U-Net at this patch); 3 epochs x 4 iterations unless the environment says."""
+    cost as much as the whole U-Net at this patch); 3 epochs x 4 iterations unless the plans say."""
 
     network_overrides = {"recon_width": 8, "recon_blocks": 2, "recon_skip_channels": 8,
                          "recon_dilations": (1, 2, 4, 8)}
@@ -74,8 +68,6 @@ class mQSMTrainer_tiny(SnapshotCheckpoints, mQSMTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs, self.num_iterations_per_epoch = tiny_length()
-        self.num_val_iterations_per_epoch = 2
         self.initial_lr = TINY_LEARNING_RATE
         self.weight_decay = TINY_WEIGHT_DECAY
         self.save_every = 1
@@ -132,14 +124,8 @@ class mQSMTrainer_tiny_paperLoss(mQSMTrainer_tiny):
     data_consistency_weight = mQSMTrainer_paperLoss.data_consistency_weight
 
 
-class nnUNetTrainer_tinyLength(SnapshotCheckpoints, nnUNetTrainer):
+class nnUNetTrainer_tinyLength(ShortLength, nnUNetTrainer):
     """Stock nnUNetTrainer, only shortened to mQSMTrainer_tiny's length (benchmark baseline)."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs, self.num_iterations_per_epoch = tiny_length()
-        self.num_val_iterations_per_epoch = 2
 
 
 class nnUNetTrainer_tinyRecipe(nnUNetTrainer_tinyLength):
@@ -147,6 +133,7 @@ class nnUNetTrainer_tinyRecipe(nnUNetTrainer_tinyLength):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        plans = plans_describing_network(plans, configuration, {}, TINY_MAX_FEATURES)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = TINY_LEARNING_RATE
         self.weight_decay = TINY_WEIGHT_DECAY

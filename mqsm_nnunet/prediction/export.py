@@ -16,6 +16,8 @@ import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from mqsm_nnunet.files import atomic_file
+
 
 def qsm_to_native(qsm: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor, properties: dict,
                   configuration_manager: ConfigurationManager, plans_manager: PlansManager) -> np.ndarray:
@@ -48,10 +50,8 @@ def write_native_float(array_zyx: np.ndarray, properties: dict, out_file: str | 
     image.SetDirection(geometry["direction"])
     if "original_orientation" in geometry:  # SimpleITKIOWithReorient datasets
         image = sitk.DICOMOrient(image, geometry["original_orientation"])
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f".{out_file.name}.tmp.nii.gz")
-    sitk.WriteImage(image, str(tmp), True)
-    os.replace(tmp, out_file)
+    with atomic_file(out_file) as tmp:
+        sitk.WriteImage(image, str(tmp), True)
     return out_file
 
 

@@ -1,10 +1,11 @@
-"""The trainer builds MQSMNet from any nnU-Net 3D plans: ours, stock PlainConvUNet and ResEnc ones."""
+"""MQSMNet from any nnU-Net 3D plans (ours, stock PlainConvUNet and ResEnc ones), and plans that describe a variant."""
 import pytest
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from mqsm_nnunet.network import MQSMNet
-from mqsm_nnunet.training.trainer import build_mqsm_network, mQSMTrainer
+from mqsm_nnunet.training.architecture import build_mqsm_network, plans_describing_network
+from mqsm_nnunet.training.trainer import mQSMTrainer
 from mqsm_nnunet.training.variants import mQSMTrainer_SA, mQSMTrainer_tiny, mQSMTrainer_UNet
 
 STAGES = 4
@@ -86,3 +87,34 @@ def test_2d_configuration_is_refused_with_a_clear_error():
     config_2d = {**STOCK_3D, "patch_size": [32, 32], "spacing": [3.0, 3.0]}
     with pytest.raises(RuntimeError, match="3D"):
         build_mqsm_network(ConfigurationManager(config_2d), 4, 3, deep_supervision=False, overrides={})
+
+
+def _plans() -> dict:
+    return {"configurations": {"3d_fullres": STOCK_3D, "3d_lowres_like": {"inherits_from": "3d_fullres",
+                                                                          "batch_size": 1}}}
+
+
+def test_plans_describing_a_variant_rebuild_the_same_network():
+    plans = _plans()
+    described = plans_describing_network(plans, "3d_fullres", mQSMTrainer_tiny.network_overrides,
+                                         mQSMTrainer_tiny.max_unet_features)
+    arch = described["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    assert arch["features_per_stage"] == [16, 32, 32, 32] and arch["recon_dilations"] == [1, 2, 4, 8]
+    assert STOCK_3D["architecture"]["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256]   # input untouched
+    from_described = build_mqsm_network(ConfigurationManager(described["configurations"]["3d_fullres"]), 4, 3,
+                                        False, overrides={})            # the plans alone, no variant class
+    from_variant = mQSMTrainer_tiny.build_network_architecture(None, _configuration(), 4, 3, False)
+    assert [tuple(p.shape) for p in from_described.parameters()] == [tuple(p.shape) for p in from_variant.parameters()]
+
+
+def test_plans_describing_an_inheriting_configuration_resolve_it():
+    described = plans_describing_network(_plans(), "3d_lowres_like", {"recon_width": 8}, None)
+    entry = described["configurations"]["3d_lowres_like"]
+    assert "inherits_from" not in entry and entry["batch_size"] == 1
+    assert entry["architecture"]["arch_kwargs"]["recon_width"] == 8
+    assert "recon_width" not in described["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+
+
+def test_unimportable_class_in_the_plans_is_named():
+    with pytest.raises(RuntimeError, match="torch.nn.NoSuchNorm"):
+        build_mqsm_network(_configuration(norm_op="torch.nn.NoSuchNorm"), 4, 3, False, overrides={})

@@ -12,12 +12,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
-import numpy as np
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from torch import nn
 
-from mqsm_nnunet.inference.export import export_qsm
+from mqsm_nnunet.prediction.export import export_qsm
 from mqsm_nnunet.dataset_metadata import MQSMChannels
 
 
@@ -56,7 +55,6 @@ class mQSMPredictor(nnUNetPredictor):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.qsm_results: list[np.ndarray] = []
         self._current_item: dict | None = None
 
     @property
@@ -75,12 +73,6 @@ class mQSMPredictor(nnUNetPredictor):
         finally:
             self.network, self.label_manager = network, label_manager
 
-    def predict_segmentation_and_qsm(self, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sliding-window prediction of one preprocessed case: (segmentation logits, QSM)."""
-        with self._network_outputs(qsm_only=False):
-            combined = self.predict_sliding_window_return_logits(data)
-        return combined[:-1], combined[-1]
-
     def predict_qsm(self, data: torch.Tensor) -> torch.Tensor:
         """Sliding-window QSM of one preprocessed case from the reconstruction net alone."""
         with self._network_outputs(qsm_only=True):
@@ -93,7 +85,11 @@ class mQSMPredictor(nnUNetPredictor):
             return super().predict_logits_from_preprocessed_data(data)[0]
 
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
-        """Fold-ensembled segmentation logits; the ensembled QSM is exported on the side."""
+        """Fold-ensembled segmentation logits; the ensembled QSM is exported on the side.
+
+        Only cases that come with an output file get their QSM written (mqsm_predict always gives
+        one); nnU-Net's in-memory entry points return the segmentation alone.
+        """
         with self._network_outputs(qsm_only=False):
             combined = super().predict_logits_from_preprocessed_data(data)
         logits, qsm = combined[:-1], combined[-1]
@@ -102,21 +98,16 @@ class mQSMPredictor(nnUNetPredictor):
         if item is not None and item.get("ofile") is not None:
             out_file = item["ofile"] + "_qsm" + self.dataset_json["file_ending"]
             export_qsm(qsm, mask, item["data_properties"], self.configuration_manager, self.plans_manager, out_file)
-        else:
-            self.qsm_results.append((qsm * (mask > 0.5)).numpy())
         return logits
 
     def predict_from_data_iterator(self, data_iterator: Iterable[dict], save_probabilities: bool = False,
                                    num_processes_segmentation_export: int = 3):
         """Stock loop; the iterator is only watched so the QSM export knows the current case."""
-        self.qsm_results = []
         try:
             return super().predict_from_data_iterator(self._watch(data_iterator), save_probabilities,
                                                       num_processes_segmentation_export)
         finally:
             self._current_item = None
-            if hasattr(data_iterator, "_finish"):
-                data_iterator._finish()
 
     def _watch(self, data_iterator: Iterable[dict]) -> Iterator[dict]:
         for item in data_iterator:

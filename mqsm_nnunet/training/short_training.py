@@ -1,0 +1,71 @@
+"""How long the short (CPU) trainer variants train: an entry of the plans, not an environment variable.
+
+nnUNetv2_train has no flag for the length, and nnU-Net's way is that the plans plus the trainer's
+class name determine a training. So the length of mQSMTrainer_tiny and the other short variants is
+written into the configuration they train under, `mqsm_short_training` = {"epochs",
+"iterations_per_epoch", "snapshot_every"}; nnU-Net copies the plans into the results folder, which
+then records the length the model was trained for. `snapshot_every` > 0 also keeps
+`checkpoint_epoch<E>.pth` every that many epochs (learning curves). Without the entry the short
+variants run `DEFAULT` (3 x 4 iterations). mQSMTrainer itself ignores the entry: it trains nnU-Net's
+length (1000 x 250).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mqsm_nnunet.files import write_text_atomic
+
+PLANS_KEY = "mqsm_short_training"
+
+
+@dataclass(frozen=True)
+class ShortTraining:
+    """Length of a short variant's training: epochs x iterations per epoch, snapshots every E epochs."""
+
+    epochs: int = 3
+    iterations_per_epoch: int = 4
+    snapshot_every: int = 0
+
+    def __post_init__(self):
+        for name, value, least in (("epochs", self.epochs, 1), ("iterations_per_epoch", self.iterations_per_epoch, 1),
+                                   ("snapshot_every", self.snapshot_every, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"`{name}` of the short training must be an integer >= {least}, got {value!r}")
+
+    @classmethod
+    def from_configuration(cls, configuration: dict) -> ShortTraining:
+        """The entry of a (resolved) plans configuration, or DEFAULT where it has none."""
+        entry = configuration.get(PLANS_KEY)
+        if entry is None:
+            return DEFAULT
+        unknown = set(entry) - set(asdict(DEFAULT))
+        if unknown:
+            raise ValueError(f"plans entry '{PLANS_KEY}' has unknown keys {sorted(unknown)}; "
+                             f"allowed: {sorted(asdict(DEFAULT))}")
+        return cls(**entry)
+
+
+DEFAULT = ShortTraining()
+
+
+def write_short_training(plans_file: str | os.PathLike, length: ShortTraining,
+                         configuration: str = "3d_fullres") -> Path:
+    """Record `length` in `configuration` of a preprocessed plans file (atomically), for the short
+    variants trained under those plans next; returns the file.
+
+    Raises:
+        FileNotFoundError: no plans file (run mqsm_plan_and_preprocess first).
+        ValueError: the plans have no such configuration.
+    """
+    plans_file = Path(plans_file)
+    if not plans_file.is_file():
+        raise FileNotFoundError(f"{plans_file}: no plans file; run mqsm_plan_and_preprocess first")
+    plans = json.loads(plans_file.read_text())
+    if configuration not in plans.get("configurations", {}):
+        raise ValueError(f"{plans_file}: no configuration '{configuration}' (has: "
+                         f"{', '.join(plans.get('configurations', {}))})")
+    plans["configurations"][configuration][PLANS_KEY] = asdict(length)
+    return write_text_atomic(plans_file, json.dumps(plans, indent=4, sort_keys=False))
