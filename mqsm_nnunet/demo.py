@@ -11,7 +11,6 @@ inside the output folder, so the demo never touches a user's own nnUNet_raw/resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -20,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mqsm_nnunet.demo_summary import DISPLAY_NAMES, METHODS_ORDER, ordered, write_summary
+
 DATASET_ID = 990
 DATASET_NAME = "MQSMDemo"
 TRAINER = "mQSMTrainer_tiny"
 PLANS = "mQSMPlans"
-METHODS_ORDER = ("mQSM", "qsm_minus", "tkd", "tikhonov", "tv_admm")
-DISPLAY_NAMES = {"mQSM": "mQSM", "qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD (t = 0.2)", "tikhonov": "Tikhonov",
-                 "tv_admm": "TV-ADMM"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,13 +200,8 @@ def run(args: argparse.Namespace) -> Path:
     figures = _figures(cohort, raw, test_cases, method_files, predicted_seg, out, results)
     figures["learning_curve"] = str(curve.pop("figure"))
 
-    _write_summary(results, args, summary, test_cases, method_files, qsm_tables, seg_summary, iron, figures,
-                   cohort, predictions, device, curve)
-    with open(results / "summary.md", "a") as stream:
-        stream.write("\n" + arm.markdown)
-    summary_json = json.loads((results / "summary.json").read_text())
-    summary_json["registration_table2"] = arm.summary_json
-    (results / "summary.json").write_text(json.dumps(summary_json, indent=2, default=float))
+    write_summary(results, args, f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", TRAINER, summary, test_cases,
+                  method_files, qsm_tables, seg_summary, iron, figures, cohort, predictions, device, curve, arm)
     print(f"done in {time.perf_counter() - steps.start:.0f} s: read {results / 'summary.md'}")
     return results
 
@@ -287,7 +280,7 @@ def _figures(cohort, raw, cases, method_files, predicted_seg, out, results) -> d
                                               title=f"{case}: mQSM vs truth"))
     case = cases[0]
     chi = read_volume(cohort / case / "chi.nii.gz")
-    maps = {DISPLAY_NAMES[method]: read_volume(files[case]).data for method, files in _ordered(method_files).items()}
+    maps = {DISPLAY_NAMES[method]: read_volume(files[case]).data for method, files in ordered(method_files).items()}
     figures["methods"] = str(method_comparison_figure(results / "figures" / f"methods_{case}.png", maps, chi.data,
                                                       read_volume(cohort / case / "mask.nii.gz").data > 0,
                                                       chi.voxel_size))
@@ -305,128 +298,6 @@ def _mutual_attention_figure(out: Path, raw: Path, case: str, out_png: Path) -> 
     matrix = mutual_attention_of_case(_model_folder(out), sorted((raw / "imagesTs").glob(f"{case}_*.nii.gz")),
                                       fold="all")
     return attention_figure(out_png, matrix, title=f"Mutual attention, {case}") if matrix is not None else None
-
-
-def _ordered(method_files: dict) -> dict:
-    return {m: method_files[m] for m in METHODS_ORDER if m in method_files}
-
-
-def _write_summary(results, args, cohort_summary, cases, method_files, qsm_means, seg_summary, iron, figures,
-                   cohort, predictions, device, curve) -> None:
-    from mqsm_nnunet.evaluation import markdown_table
-
-    qsm_rows = [{"method": DISPLAY_NAMES[m], **{k: qsm_means[m][k] for k in ("ssim", "psnr", "nrmse", "hfen")}}
-                for m in _ordered(method_files)]
-    seg_mean = next(row for row in seg_summary if row["region"] == "mean")
-    iron_rows = _iron_rows(iron)
-    verdict = _verdict(qsm_means)
-    lines = [
-        "# mQSM demo results",
-        "",
-        f"Synthetic cohort: {args.subjects} subjects ({len(cases)} held out: {', '.join(cases)}), matrix "
-        f"{list(cohort_summary.shape)}, voxel {list(cohort_summary.voxel_size)} mm, B0 {np.round(cohort_summary.b0_dir, 3).tolist()} "
-        f"(voxel axes), seed {args.seed}. Training: {TRAINER}, {args.epochs} epochs x {args.iterations} iterations "
-        f"on all training subjects (fold all), {device}. All numbers on the held-out subjects, against the phantom's "
-        "true susceptibility and labels, inside the brain mask.",
-        "",
-        _what_the_network_added(qsm_means, curve),
-        "",
-        "## Learning curve (held-out subjects; figure: figures/learning_curve.png)",
-        "",
-        markdown_table([{"iterations": i, "dice": d, "nrmse": n} for i, d, n in
-                        zip(curve["iterations"], curve["dice"], curve["nrmse"])],
-                       [("iterations", "Iterations", "d"), ("dice", "Mean Dice", ".3f"),
-                        ("nrmse", "QSM NRMSE (%)", ".1f")]),
-        "",
-        "## QSM (paper Table 1 layout; 2016-challenge definitions, see docs/metrics.md)",
-        "",
-        markdown_table(qsm_rows, [("method", "Method", ""), ("ssim", "SSIM", ".4f"), ("psnr", "PSNR (dB)", ".2f"),
-                                  ("nrmse", "NRMSE (%)", ".1f"), ("hfen", "HFEN (%)", ".1f")]),
-        verdict,
-        "",
-        "## Segmentation (paper Table 3 layout; mean over regions and held-out subjects)",
-        "",
-        markdown_table([seg_mean], [("dice", "Dice", ".3f"), ("recall", "Recall", ".3f"),
-                                    ("precision", "Precision", ".3f"), ("hd95", "HD95 (mm)", ".2f"),
-                                    ("asd", "ASD (mm)", ".2f")]),
-        "## Regional susceptibility (paper Table 2 layout, ppb; ** p <= 0.01, * p <= 0.05, paired t-test)",
-        "",
-        markdown_table(iron_rows, [("region", "Region", ""), ("truth", "Ground truth", ".1f"),
-                                   ("mqsm", "mQSM", ".1f"), ("difference", "mQSM - truth (paired)", ".1f"),
-                                   ("p", "p", ".3f"), ("mark", "", "")]),
-        "n/a in the mQSM column: the predicted segmentation has no voxel of that region in any held-out "
-        "subject.",
-        "",
-        f"Mean absolute regional difference mQSM - truth: "
-        f"{np.nanmean([abs(r['difference']) for r in iron_rows]):.1f} ppb. Full report: iron/iron_report.md.",
-        "",
-        "## Figures",
-        "",
-        *[f"- {name}: {Path(path).relative_to(results)}" for name, path in figures.items()],
-        "",
-    ]
-    (results / "summary.md").write_text("\n".join(lines))
-    summary = {
-        "dataset": f"Dataset{DATASET_ID:03d}_{DATASET_NAME}",
-        "training": {"trainer": TRAINER, "epochs": args.epochs, "iterations_per_epoch": args.iterations,
-                     "fold": "all", "device": device},
-        "learning_curve": curve,
-        "qsm_metrics": {m: {k: float(v) for k, v in qsm_means[m].items() if k != "case"}
-                        for m in _ordered(method_files)},
-        "segmentation_mean_dice": float(seg_mean["dice"]),
-        "segmentation_mean": {k: float(seg_mean[k]) for k in ("dice", "recall", "precision", "hd95", "asd")},
-        "iron_means_ppb": {r["region"]: {"truth": r["truth"], "mqsm": r["mqsm"], "p": r["p"]} for r in iron_rows},
-        "cases": {case: {"predicted_qsm": str(predictions / f"{case}_qsm.nii.gz"),
-                         "predicted_segmentation": str(predictions / f"{case}.nii.gz"),
-                         "true_susceptibility": str(cohort / case / "chi.nii.gz"),
-                         "true_labels": str(cohort / case / "labels.nii.gz"),
-                         "field": str(cohort / case / "field.nii.gz"),
-                         "mask": str(cohort / case / "mask.nii.gz"),
-                         "baselines": {m: str(files[case]) for m, files in method_files.items() if m != "mQSM"}}
-                  for case in cases},
-    }
-    (results / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-
-
-def _iron_rows(iron) -> list[dict]:
-    """Table-2 rows: each set's own cohort mean (a region the segmentation missed keeps its truth
-    value), the paired difference and test over subjects where both sets have the region."""
-    truth = {r.region: r.mean_ppb for r in iron.reference_summary}
-    mqsm = {r.region: r.mean_ppb for r in iron.summary}
-    return [{"region": c.region, "truth": truth.get(c.region, float("nan")),
-             "mqsm": mqsm.get(c.region, float("nan")), "difference": c.mean_difference_ppb, "p": c.p_value,
-             "mark": c.significance} for c in iron.comparison]
-
-
-def _verdict(qsm_means: dict) -> str:
-    """Honest sentences: does mQSM beat TKD on NRMSE and HFEN here (the paper's claim), and by how
-    much does it differ from its own input QSM- (what the short training added)?"""
-    m, t, q = qsm_means["mQSM"], qsm_means["tkd"], qsm_means["qsm_minus"]
-    lost = [name.upper() for name in ("nrmse", "hfen") if m[name] >= t[name]]
-    if not lost:
-        claim = "mQSM beats TKD on both NRMSE and HFEN here, as the paper reports."
-    else:
-        claim = (f"mQSM does NOT beat TKD on {' and '.join(lost)} here (the paper trains for hours on a GPU; "
-                 "this demo trains for minutes on a CPU).")
-    moved = (f"Against its own input QSM- (NRMSE {q['nrmse']:.1f} %, HFEN {q['hfen']:.1f} %) the network "
-             f"moved NRMSE by {m['nrmse'] - q['nrmse']:+.1f} and HFEN by {m['hfen'] - q['hfen']:+.1f} points")
-    if max(abs(m["nrmse"] - q["nrmse"]), abs(m["hfen"] - q["hfen"])) < 1.0:
-        return f"{claim} {moved}: it stayed close to QSM- (Eq. 3), which carries its standing against TKD."
-    return f"{claim} {moved}."
-
-
-def _what_the_network_added(qsm_means: dict, curve: dict) -> str:
-    """One line: the learned QSM against its input QSM- and the best classical inversion, and the
-    segmentation from the first to the last curve point."""
-    m, q = qsm_means["mQSM"], qsm_means["qsm_minus"]
-    classical = {DISPLAY_NAMES[k]: v["nrmse"] for k, v in qsm_means.items() if k in ("tkd", "tikhonov", "tv_admm")}
-    best = min(classical, key=classical.get)
-    verdict = "better than" if m["nrmse"] < classical[best] else "NOT better than"
-    return (f"**What the network added:** QSM NRMSE {m['nrmse']:.1f} % against {q['nrmse']:.1f} % for its input "
-            f"QSM- ({m['nrmse'] - q['nrmse']:+.1f} points) and {classical[best]:.1f} % for the best classical "
-            f"inversion ({best}): {verdict} every classical method here; held-out mean Dice "
-            f"{curve['dice'][0]:.3f} after {curve['iterations'][0]} iterations -> {curve['dice'][-1]:.3f} after "
-            f"{curve['iterations'][-1]}.")
 
 
 if __name__ == "__main__":
