@@ -1,8 +1,8 @@
 """The demo's summary: results/summary.md and summary.json, with the verdicts said in words.
 
-Kept apart from the demo's orchestration (`demo.py`; imported at its start, so only light imports at
-the top here) so that what the demo claims, and how it words
-a loss as well as a win, lives in one place.
+Kept apart from the demo's orchestration (`demo.py`, which imports it at start-up: light imports
+only at the top here) so that what the demo claims, and how it words a loss as well as a win, lives
+in one place.
 """
 from __future__ import annotations
 
