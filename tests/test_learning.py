@@ -211,3 +211,12 @@ def test_fewer_cases_than_folds_is_refused_with_the_fix(nnunet_env, tmp_path):
     trainer.preprocessed_dataset_folder = str(four_cases / Path(trainer.preprocessed_dataset_folder).name)
     with pytest.raises(RuntimeError, match=r"cannot train fold 0: 4 training case\(s\).*fold 'all'"):
         trainer.do_split()
+
+
+@pytest.mark.parametrize("variant", ["mQSMTrainer_tiny", "nnUNetTrainer_tinyRecipe"])
+def test_variants_train_and_predict_without_mirroring(nnunet_env, variant):
+    from mqsm_nnunet.training import variants
+
+    trainer = _trainer(getattr(variants, variant), 771)
+    *_, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    assert mirror_axes is None and trainer.inference_allowed_mirroring_axes is None

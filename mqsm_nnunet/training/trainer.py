@@ -46,7 +46,23 @@ from mqsm_nnunet.training.progress import MQSMLocalLogger
 from mqsm_nnunet.training.qsm_validation import FinalQSMValidation
 from mqsm_nnunet.training.schedule import TaskPolyLR
 
-class mQSMTrainer(FinalQSMValidation, nnUNetTrainer):
+class NoMirroring:
+    """Mixin for an nnU-Net trainer: nnU-Net's rotation and scaling, without mirroring, in training and
+    at inference.
+
+    Brain regions are named by side and lobe (caudate_L, frontal_cortex_R): a flip along any axis
+    turns a left structure into a right one, or a frontal into an occipital one, under the same
+    label, which teaches the network that side and lobe cannot be told apart (and test-time
+    mirroring averages the two sides' predictions).
+    """
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
+
+
+class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
     """The paper's mQSM: recon net + two-stream U-Net with mTrans at the bottleneck."""
 
     #: MQSMNet keyword arguments that this trainer variant fixes over the plans.
@@ -122,18 +138,6 @@ class mQSMTrainer(FinalQSMValidation, nnUNetTrainer):
                  "initial_lr": self.initial_lr},
                 {"params": network.reconstruction_parameters(), "name": "reconstruction",
                  "initial_lr": self.initial_lr * self.reconstruction_lr_factor}]
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        """nnU-Net's rotation and scaling, without mirroring, in training and at inference.
-
-        Brain regions are named by side and lobe (caudate_L, frontal_cortex_R): a flip along any axis
-        turns a left structure into a right one, or a frontal into an occipital one, under the same
-        label, which teaches the network that side and lobe cannot be told apart (and test-time
-        mirroring averages the two sides' predictions).
-        """
-        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch_size, None
 
     def do_split(self):
         """nnU-Net's split; with fewer training cases than its 5 folds and no splits_final.json, a clear

@@ -24,7 +24,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from mqsm_nnunet.training.architecture import cap_features, plans_describing_network
 from mqsm_nnunet.training.schedule import TaskPolyLR
 from mqsm_nnunet.training.short_training import ShortTraining
-from mqsm_nnunet.training.trainer import mQSMTrainer
+from mqsm_nnunet.training.trainer import NoMirroring, mQSMTrainer
 
 TINY_LEARNING_RATE = 3e-3
 TINY_WEIGHT_DECAY = 1e-4
@@ -128,7 +128,7 @@ class nnUNetTrainer_tinyLength(ShortLength, nnUNetTrainer):
     """Stock nnUNetTrainer, only shortened to mQSMTrainer_tiny's length (benchmark baseline)."""
 
 
-class nnUNetTrainer_tinyRecipe(nnUNetTrainer_tinyLength):
+class nnUNetTrainer_tinyRecipe(NoMirroring, nnUNetTrainer_tinyLength):
     """Stock PlainConvUNet with mQSMTrainer_tiny's recipe: AdamW + poly, width cap, no mirroring."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -152,6 +152,3 @@ class nnUNetTrainer_tinyRecipe(nnUNetTrainer_tinyLength):
         for group in optimizer.param_groups:
             group.update(name="segmentation", initial_lr=self.initial_lr)
         return optimizer, TaskPolyLR(optimizer, self.num_epochs, lambda task, epoch: False)
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        return mQSMTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size(self)
