@@ -289,8 +289,8 @@ def test_results_folder_alone_rebuilds_the_short_variant(pipeline, prediction, t
 
     stock = tmp_path / "stock"
     run_cli(["nnUNetv2_predict_from_modelfolder", "-i", str(images), "-o", str(stock), "-m",
-             str(results / DATASET / pipeline.model_folder.name), "-f", "0", "-device", "cpu", "-npp", "0", "-nps",
-             "0", "--disable_progress_bar"], env)
+             str(results / DATASET / pipeline.model_folder.name), "-f", "0", "-device", "cpu", "-npp", "1", "-nps",
+             "1", "--disable_progress_bar"], env)
     assert np.array_equal(array(stock / f"{TEST_CASE}.nii.gz"), array(prediction / f"{TEST_CASE}.nii.gz"))
 
     for name in IN_PROCESS_VARS:
