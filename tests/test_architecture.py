@@ -118,3 +118,12 @@ def test_plans_describing_an_inheriting_configuration_resolve_it():
 def test_unimportable_class_in_the_plans_is_named():
     with pytest.raises(RuntimeError, match="torch.nn.NoSuchNorm"):
         build_mqsm_network(_configuration(norm_op="torch.nn.NoSuchNorm"), 4, 3, False, overrides={})
+
+
+def test_plans_without_a_unet_keep_their_reconstruction_sizes_only():
+    qsm_only = {**STOCK_3D, "architecture": {"network_class_name": "ReconstructionOnlyNet", "_kw_requires_import": [],
+                                             "arch_kwargs": {"qsm_minus_channel": 1, "recon_width": 64}}}
+    described = plans_describing_network({"configurations": {"3d_fullres": qsm_only}}, "3d_fullres",
+                                         {"recon_width": 8}, (16, 32))
+    assert described["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"] == {"qsm_minus_channel": 1,
+                                                                                      "recon_width": 8}

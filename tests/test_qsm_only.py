@@ -226,6 +226,9 @@ def test_qsm_only_conversion_planning_and_training(nnunet_env):
     assert checkpoint["trainer_name"] == "mQSMTrainer_QSM_tiny"
     assert all(key.startswith("recon.") for key in checkpoint["network_weights"])
     assert np.isfinite(checkpoint["logging"]["train_loss_rec"]).all()
+    recorded = json.loads((fold.parent / "plans.json").read_text())["configurations"]["3d_fullres"]
+    assert recorded["architecture"]["arch_kwargs"]["recon_width"] == 8     # the variant's net, in its results folder
+    assert recorded["mqsm_short_training"]["epochs"] == 1
     assert list((fold / "validation_qsm").glob("sub-*_qsm.nii.gz"))
     assert json.loads((fold / "validation_qsm" / "qsm_summary.json").read_text())["mean"]["nrmse"] > 0
 

@@ -42,7 +42,7 @@ def plans_describing_network(plans: dict, configuration: str, overrides: dict,
     entry.pop("inherits_from", None)
     arch_kwargs = entry["architecture"]["arch_kwargs"]
     arch_kwargs.update({k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()})
-    if max_features is not None:
+    if max_features is not None and "features_per_stage" in arch_kwargs:   # QSM-only plans have no U-Net
         arch_kwargs["features_per_stage"] = cap_features(arch_kwargs["features_per_stage"], max_features)
     described["configurations"][configuration] = entry
     return described
