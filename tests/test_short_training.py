@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from mqsm_nnunet.training.short_training import DEFAULT, PLANS_KEY, ShortTraining, write_short_training
+from mqsm_nnunet.training.short_training import (DEFAULT, PLANS_KEY, ShortTraining, check_no_retired_variables,
+                                                 write_short_training)
 
 
 def test_configuration_without_the_entry_gets_the_default():
@@ -36,3 +37,9 @@ def test_missing_plans_or_configuration_are_named(tmp_path):
     plans_file.write_text(json.dumps({"configurations": {"2d": {}}}))
     with pytest.raises(ValueError, match="3d_fullres"):
         write_short_training(plans_file, DEFAULT)
+
+
+def test_the_retired_length_variables_are_refused_not_ignored():
+    check_no_retired_variables({"PATH": "/bin"})
+    with pytest.raises(RuntimeError, match="MQSM_TINY_EPOCHS.*write_short_training"):
+        check_no_retired_variables({"MQSM_TINY_EPOCHS": "8"})

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mqsm_nnunet.files import write_text_atomic
 
 PLANS_KEY = "mqsm_short_training"
+RETIRED_VARIABLES = ("MQSM_TINY_EPOCHS", "MQSM_TINY_ITERATIONS", "MQSM_TINY_SNAPSHOT_EVERY")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,20 @@ class ShortTraining:
 
 
 DEFAULT = ShortTraining()
+
+
+def check_no_retired_variables(environ: Mapping[str, str]) -> None:
+    """Refuse the environment variables that set the length before it moved into the plans, rather
+    than silently training another length than the user asked for.
+
+    Raises:
+        RuntimeError: one of `RETIRED_VARIABLES` is set.
+    """
+    found = [name for name in RETIRED_VARIABLES if name in environ]
+    if found:
+        raise RuntimeError(f"{', '.join(found)} no longer set(s) the short variants' length: it is the plans entry "
+                           f"'{PLANS_KEY}' now; unset the variable(s) and call mqsm_nnunet.training.short_training."
+                           "write_short_training(plans_file, ShortTraining(epochs, iterations, snapshot_every))")
 
 
 def write_short_training(plans_file: str | os.PathLike, length: ShortTraining,

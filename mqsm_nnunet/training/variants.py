@@ -23,7 +23,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from mqsm_nnunet.training.architecture import cap_features, plans_describing_network
 from mqsm_nnunet.training.schedule import TaskPolyLR
-from mqsm_nnunet.training.short_training import ShortTraining
+from mqsm_nnunet.training.short_training import ShortTraining, check_no_retired_variables
 from mqsm_nnunet.training.trainer import NoMirroring, mQSMTrainer
 
 TINY_LEARNING_RATE = 3e-3
@@ -41,6 +41,7 @@ class ShortLength:
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        check_no_retired_variables(os.environ)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.short_training = ShortTraining.from_configuration(self.configuration_manager.configuration)
         self.num_epochs = self.short_training.epochs
