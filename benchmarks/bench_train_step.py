@@ -9,7 +9,9 @@ exactly as nnU-Net's ExperimentPlanner writes them. They are built the way train
 - mqsm:  MQSMNet through `build_mqsm_network` with mQSMTrainer's settings and mQSMPlanner's keys
          (reconstruction net 64 wide, 6 blocks, 32 skip channels; mTrans at the bottleneck; paper sizes).
 - tiny:  the same with mQSMTrainer_tiny's settings (reconstruction 8 wide / 2 dilated blocks / 8 skip
-         channels, U-Net features 16 at full resolution and at most 32 below).
+         channels, U-Net features 16 at full resolution and at most 32 below), weights and batch in its
+         channels-last-3d layout.
+- tiny_contiguous: tiny in nnU-Net's default (contiguous) layout: what the layout alone buys.
 
 One step is what the trainers' train_step does on the CPU: zero_grad, forward, nnU-Net's DC_and_CE_loss
 in a DeepSupervisionWrapper (weights 1/2^i, lowest output 0, normalized) on the segmentation outputs,
@@ -49,7 +51,7 @@ import time
 
 from mqsm_nnunet.dataset_metadata import DEFAULT_CHANNELS as CHANNELS  # the order mqsm_convert writes
 
-MODELS = ("plain", "mqsm", "tiny")
+MODELS = ("plain", "mqsm", "tiny", "tiny_contiguous")
 
 
 def plan_configuration(patch: list[int]) -> dict:
@@ -104,8 +106,18 @@ def _build(model: str, configuration: dict, classes: int):
         arch_kwargs={**arch["arch_kwargs"], **mQSMPlanner.mqsm_network_kwargs,
                      "t1_channels": [CHANNELS["t1"]], "qsm_minus_channel": CHANNELS["qsm_minus"]}))
     trainer = mQSMTrainer if model == "mqsm" else mQSMTrainer_tiny
-    return build_mqsm_network(ConfigurationManager(mqsm_configuration), n_inputs, classes, True,
-                              trainer.network_overrides, trainer.max_unet_features)
+    network = build_mqsm_network(ConfigurationManager(mqsm_configuration), n_inputs, classes, True,
+                                 trainer.network_overrides, trainer.max_unet_features)
+    return network if model == "tiny_contiguous" else trainer.in_memory_layout(network)
+
+
+def _built_channels_last(network) -> bool:
+    """Whether the trainer's layout made the convolution weights channels-last (a 1-channel or 1x1x1
+    weight is both layouts at once, so only the others tell)."""
+    import torch
+
+    weights = [m.weight for m in network.modules() if isinstance(m, torch.nn.Conv3d)]
+    return any(w.is_contiguous(memory_format=torch.channels_last_3d) and not w.is_contiguous() for w in weights)
 
 
 def _current_rss_bytes() -> int:
@@ -171,6 +183,8 @@ def _child(model: str, patch: list[int], batch: int, classes: int, threads: int)
     data[:, [c["field"], c["qsm_minus"]]] *= 0.05  # ppm
     grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, n) for n in patch], indexing="ij"))
     data[:, c["mask"]] = (grid.square().sum(0) < 0.8).float()
+    if _built_channels_last(network):
+        data = data.contiguous(memory_format=torch.channels_last_3d)   # as the trainer's batch_images
     labels = torch.randint(0, classes, (batch, 1, *patch)).float()
     target = [labels[(..., *[slice(None, None, int(s)) for s in scale])] for scale in scales]
     qsm_minus, field = data[:, c["qsm_minus"]:c["qsm_minus"] + 1], data[:, c["field"]:c["field"] + 1]
@@ -298,7 +312,7 @@ def main() -> None:
     a = first["arch"]
     print(f"\nplan: patch {first['patch']}, batch {args.batch}, {args.classes} classes, {a['n_stages']} stages, "
           f"features {a['features_per_stage']}, strides {a['strides']}, kernels {a['kernel_sizes']}")
-    print(f"\n{'network':<7} {'params':>11} {'recon params':>12} {'step s':>7} {'x plain':>7} "
+    print(f"\n{'network':<15} {'params':>11} {'recon params':>12} {'step s':>7} {'x plain':>7} "
           f"{'tensor MB':>9} {'x plain':>7} {'RSS MB':>7} {'x plain':>7} {'peak MB':>8}  details")
     ref = results.get("plain")
     for model, r in results.items():
@@ -306,7 +320,7 @@ def main() -> None:
         details = "PlainConvUNet" if model == "plain" else (
             f"recon {r['recon'][0]}/{r['recon'][1]}/{r['recon'][2]}, U-Net {r['unet_features']}, "
             f"fusion {r['fusion'][0]} at stage {r['fusion'][1]}")
-        print(f"{model:<7} {r['params']:>11,} {r.get('recon_params', 0):>12,} {r['time_s']:>7.2f} "
+        print(f"{model:<15} {r['params']:>11,} {r.get('recon_params', 0):>12,} {r['time_s']:>7.2f} "
               f"{ratio['time_s']:>7} {r['tensor_mb']:>9.0f} {ratio['tensor_mb']:>7} {r['rss_mb']:>7.0f} "
               f"{ratio['rss_mb']:>7} {r['peak_mb']:>8.0f}  {details}")
     print(f"\nload average (1, 5, 15 min) at end: {_load()}; total {time.perf_counter() - started:.0f} s")

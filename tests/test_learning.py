@@ -172,6 +172,31 @@ def test_a_short_cpu_training_brings_the_qsm_closer_to_the_truth_than_qsm_minus(
     assert after < qsm_minus - 0.25, (after, qsm_minus)   # a learning rate of 0 leaves it equal
 
 
+def test_channels_last_layout_changes_the_speed_not_the_outputs(nnunet_env):
+    """The tiny trainer's weights and batches are channels-last (oneDNN is faster on it); the same
+    weights in nnU-Net's contiguous layout give the same segmentation and QSM on the same batch."""
+    import copy
+
+    from mqsm_nnunet.training.variants import mQSMTrainer_tiny
+
+    trainer = _trainer(mQSMTrainer_tiny, 771)
+    trainer.on_train_start()
+    batch = next(trainer.dataloader_train)
+    data, _ = trainer.batch_images(batch)
+    trainer.on_train_end()
+    channels_last = trainer.mqsm_network.eval()
+    convs = [m for m in channels_last.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last_3d) for m in convs)
+    assert data.is_contiguous(memory_format=torch.channels_last_3d)
+    contiguous = copy.deepcopy(channels_last).to(memory_format=torch.contiguous_format)
+    assert all(m.weight.is_contiguous() for m in contiguous.modules() if isinstance(m, torch.nn.Conv3d))
+    with torch.no_grad():
+        (seg_a, *_), qsm_a = channels_last(data, with_qsm=True)
+        (seg_b, *_), qsm_b = contiguous(data.contiguous(), with_qsm=True)
+    torch.testing.assert_close(seg_a, seg_b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(qsm_a, qsm_b, rtol=1e-4, atol=1e-6)
+
+
 def test_learning_rates_follow_each_tasks_schedule_epoch_by_epoch(nnunet_env):
     from mqsm_nnunet.training.trainer import mQSMTrainer
 

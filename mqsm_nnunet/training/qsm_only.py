@@ -28,7 +28,6 @@ from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from mqsm_nnunet.augmentation import N_COORDINATE_CHANNELS
 from mqsm_nnunet.planning import mQSMPlanner
 from mqsm_nnunet.training.qsm_network import RECONSTRUCTION_KEYS, ReconstructionOnlyNet
 from mqsm_nnunet.training.trainer import mQSMTrainer
@@ -66,7 +65,7 @@ class mQSMTrainer_QSM(mQSMTrainer):
                   **{k: v for k, v in cls.network_overrides.items() if k in RECONSTRUCTION_KEYS}}
         network = ReconstructionOnlyNet(num_input_channels, num_output_channels, **kwargs)
         network.apply(ReconstructionOnlyNet.initialize)
-        return network
+        return cls.in_memory_layout(network)
 
     def _parameter_groups(self, network: ReconstructionOnlyNet) -> list[dict]:
         return [{"params": network.reconstruction_parameters(), "name": "reconstruction",
@@ -77,8 +76,7 @@ class mQSMTrainer_QSM(mQSMTrainer):
 
     # ---------------------------------------------------------------------------------- training
     def train_step(self, batch: dict) -> dict:
-        data = batch["data"].to(self.device, non_blocking=True)
-        data, coordinates = data[:, :-N_COORDINATE_CHANNELS], data[:, -N_COORDINATE_CHANNELS:]
+        data, coordinates = self.batch_images(batch)
         b0, dc_weights = self.patch_b0(batch["keys"], coordinates)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():

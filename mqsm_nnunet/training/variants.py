@@ -63,6 +63,7 @@ class mQSMTrainer_tiny(ShortLength, mQSMTrainer):
     network_overrides = {"recon_width": 8, "recon_blocks": 2, "recon_skip_channels": 8,
                          "recon_dilations": (1, 2, 4, 8)}
     max_unet_features = TINY_MAX_FEATURES
+    channels_last = True
     segmentation_start_epoch = 0
     reconstruction_freeze_epoch = 10 ** 9
 
