@@ -35,7 +35,7 @@ Memory, two figures, each from the network's own process:
 "peak MB" is the absolute peak RSS of the process (Python, torch, parameters and the steps).
 
     .venv/bin/python benchmarks/bench_train_step.py [--patch 64 64 32] [--batch 2] [--classes 31] [--repeats 3]
-        [--models plain mqsm tiny] [--threads N]
+        [--models plain mqsm tiny tiny_contiguous] [--threads N]
 """
 from __future__ import annotations
 
