@@ -46,11 +46,12 @@ def tiny_net(plan: str = "aniso4", **extra) -> MQSMNet:
 
 
 def mutual_transformer_reference(q1, k1, v1, q2, k2, v2):
-    """Eq. 4 written out: (B, C, N) channel-first tensors -> cat[SA_1, MA V_2, SA_2, MA^T V_1], (B, 4C, N)."""
-    c, n = q1.shape[1], q1.shape[2]
+    """Eq. 4 written out: (B, C_i, N) channel-first tensors -> cat[SA_1, MA V_2, SA_2, MA^T V_1],
+    (B, 2 C1 + 2 C2, N)."""
+    n = q1.shape[2]
 
     def self_attention(q, k, v):
-        logits = torch.einsum("bcn,bcm->bnm", q, k) / c ** 0.5
+        logits = torch.einsum("bcn,bcm->bnm", q, k) / q.shape[1] ** 0.5
         weights = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
         weights = weights / weights.sum(dim=-1, keepdim=True)
         return torch.einsum("bnm,bcm->bcn", weights, v)
@@ -97,18 +98,18 @@ def _qkv(block: MutualTransformer, f1, f2):
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("attention", ["mtrans", "sa"])
-def test_mutual_transformer_matches_einsum_reference(attention, dtype, tol):
+@pytest.mark.parametrize("c1, c2", [(5, 5), (6, 3)])
+def test_mutual_transformer_matches_einsum_reference(attention, dtype, tol, c1, c2):
     torch.manual_seed(0)
-    c = 5
-    block = MutualTransformer(c, attention=attention).to(dtype)
-    f1, f2 = torch.randn(2, 2, c, 3, 4, 5, dtype=dtype)
+    block = MutualTransformer(c1, c2, attention=attention).to(dtype)
+    f1, f2 = torch.randn(2, c1, 3, 4, 5, dtype=dtype), torch.randn(2, c2, 3, 4, 5, dtype=dtype)
     with torch.no_grad():
         out = block(f1, f2)
         ref = mutual_transformer_reference(*_qkv(block, f1, f2))
         if attention == "sa":
-            ref = torch.cat([ref[:, :c], ref[:, 2 * c:3 * c]], dim=1)
+            ref = torch.cat([ref[:, :c1], ref[:, 2 * c1:2 * c1 + c2]], dim=1)
         expected = torch.cat([f1, f2], dim=1) + block.proj(ref.view(2, -1, 3, 4, 5))
-    assert out.shape == (2, 2 * c, 3, 4, 5)
+    assert out.shape == (2, c1 + c2, 3, 4, 5)
     torch.testing.assert_close(out, expected, atol=tol, rtol=tol)
 
 
@@ -146,6 +147,10 @@ def test_mutual_transformer_validation():
         MutualTransformer(4, attention="cross")
     with pytest.raises(ValueError, match="f1 and f2"):
         MutualTransformer(4)(torch.zeros(1, 4, 2, 2, 2), torch.zeros(1, 3, 2, 2, 2))
+    with pytest.raises(ValueError, match="f1 and f2"):
+        MutualTransformer(4, 2)(torch.zeros(1, 4, 2, 2, 2), torch.zeros(1, 2, 2, 2, 3))
+    with pytest.raises(ValueError, match="channel"):
+        MutualTransformer(4, 0)
 
 
 # ---------------------------------------------------------------- MQSMNet
@@ -260,23 +265,62 @@ def test_fusion_variants_train_one_step(fusion):
     assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
 
 
-def test_streams_stay_apart_until_the_fusion_stage():
-    """With grouped convs, changing the QSM stream does not move the T1 half before the fusion stage."""
+@pytest.mark.parametrize("stream_widths", [(0.5, 0.5), (1.0, 0.5)])
+def test_streams_stay_apart_until_the_fusion_stage(stream_widths):
+    """Changing the QSM stream does not move the T1 stream before the fusion stage: with unmerged
+    skips (halves) the T1 part of the skip stays, with merged skips the T1 stack's own output does."""
     torch.manual_seed(0)
-    net = tiny_net("iso4", fusion_stages=(2,)).eval()
+    net = tiny_net("iso4", fusion_stages=(2,), stream_widths=stream_widths).eval()
     t1 = torch.randn(1, 1, 24, 32, 40)
     qsm_a, qsm_b = torch.randn(2, 1, 4, 24, 32, 40)
+    t1_outputs = []
+    hooks = [stage.register_forward_hook(lambda m, i, o: t1_outputs.append(o)) for stage in net.encoder.t1_stages]
     with torch.no_grad():
         skips_a = net.encoder(t1, qsm_a)
         skips_b = net.encoder(t1, qsm_b)
-    for s in (0, 1):  # grouped, not yet fused
-        half = skips_a[s].shape[1] // 2
-        torch.testing.assert_close(skips_a[s][:, :half], skips_b[s][:, :half])
-        assert not torch.allclose(skips_a[s][:, half:], skips_b[s][:, half:])
-    half = skips_a[2].shape[1] // 2
-    assert not torch.allclose(skips_a[2][:, :half], skips_b[2][:, :half])  # fused
-    assert net.encoder.stages[2].convs[0].conv.groups == 2
-    assert net.encoder.stages[3].convs[0].conv.groups == 1  # after the last fusion stage
+    for hook in hooks:
+        hook.remove()
+    t1_a, t1_b = t1_outputs[:3], t1_outputs[3:]
+    for s in (0, 1):  # two streams, not yet fused
+        torch.testing.assert_close(t1_a[s], t1_b[s])
+        assert not torch.allclose(skips_a[s], skips_b[s])
+    assert not torch.allclose(t1_a[2], t1_b[2]) or not torch.allclose(skips_a[2], skips_b[2])
+    fused_t1_part = [skip[:, :t1_a[2].shape[1]] for skip in (skips_a[2], skips_b[2])]
+    if not net.encoder.merges:
+        for s in (0, 1):
+            t1_width = net.encoder.stream_channels[s][0]
+            torch.testing.assert_close(skips_a[s][:, :t1_width], t1_a[s])
+        assert not torch.allclose(*fused_t1_part)  # mTrans mixed QSM into the T1 part
+    assert len(net.encoder.t1_stages) == 3 and len(net.encoder.stages) == 1  # plain after the last fusion
+
+
+def test_wider_t1_stream_keeps_plain_conv_unet_decoder():
+    """T1 stream as wide as stock nnU-Net's stage, QSM stream half of it: the streams are merged back to
+    the stage width, so the decoder (and every deep-supervision output) is PlainConvUNet's."""
+    torch.manual_seed(0)
+    plan = "iso4"
+    net = tiny_net(plan, stream_widths=(1.0, 0.5))
+    features = PLANS[plan][2]
+    assert net.encoder.stream_channels == [(f, f // 2) for f in features]
+    assert sorted(net.encoder.merges) == ["0", "1", "2", "3"]
+    assert net.encoder.fusions["3"].stream_channels == (features[-1], features[-1] // 2)
+    reference = PlainConvUNet(**unet_kwargs(plan))
+
+    def own_shapes(decoder):  # a UNetDecoder holds its encoder as a child: leave that out
+        return [tuple(p.shape) for name, p in decoder.named_parameters() if not name.startswith("encoder.")]
+
+    assert own_shapes(net.decoder) == own_shapes(reference.decoder)
+    conv_shapes = lambda module: [tuple(m.weight.shape) for m in module.modules() if isinstance(m, nn.Conv3d)]
+    stock = conv_shapes(reference.encoder)
+    stock[0] = (features[0], 1, *stock[0][2:])  # stock's first conv reads all 4 channels, the T1 stream's one
+    assert conv_shapes(net.encoder.t1_stages) == stock
+    x = torch.randn(1, 4, *PLANS[plan][3])
+    with torch.no_grad():
+        assert [o.shape for o in net(x)] == [o.shape for o in reference(x)]
+    with pytest.raises(ValueError, match="whole streams"):
+        tiny_net(plan, stream_widths=(1.0, 0.3))
+    with pytest.raises(ValueError, match="two positive"):
+        tiny_net(plan, stream_widths=(1.0,))
 
 
 def test_feature_map_size_extends_plain_conv_unet_estimate():
@@ -286,8 +330,7 @@ def test_feature_map_size_extends_plain_conv_unet_estimate():
     plain = PlainConvUNet(**unet_kwargs(plan)).compute_conv_feature_map_size(size)
     none = tiny_net(plan, fusion="none").compute_conv_feature_map_size(size)
     recon_channels = 4 + 8 + 2 * 2 * 8 + 4 + 1  # skip, width, 2 blocks x 2 convs, skip, qsm
-    stems = PLANS[plan][2][0]  # two stems of F0/2 channels
-    assert none == plain + (recon_channels + stems) * n_vox
+    assert none == plain + recon_channels * n_vox
     bottleneck_tokens = (24 // 8) * (40 // 8) * (56 // 4)
     fused = tiny_net(plan, fusion="mtrans").compute_conv_feature_map_size(size)
     assert fused - none >= 2 * bottleneck_tokens ** 2
@@ -296,6 +339,7 @@ def test_feature_map_size_extends_plain_conv_unet_estimate():
 @pytest.mark.parametrize("change, message", [
     (dict(conv_op=nn.Conv2d), "3D"),
     (dict(features_per_stage=(4, 8, 15, 16)), "even"),
+    (dict(stream_widths=(0.5, 0.0)), "two positive"),
     (dict(kernel_sizes=[3, 3, 3]), "kernel_sizes"),
     (dict(t1_channels=(4,)), "t1_channels"),
     (dict(qsm_minus_channel=0), "also listed"),

@@ -5,23 +5,26 @@ arguments, same deep-supervision outputs, ``decoder.deep_supervision`` switch an
 estimate), plus the mQSM extras. Data flow for an input x holding all dataset channels:
 
     x[:, qsm_minus_channel] -> ReconstructionNet -> (QSM, recon skip)
-    x[:, t1_channels]       -> T1 stem   (F0/2 ch) --+
-    recon skip (detached)   -> QSM stem  (F0/2 ch) --+-> grouped (groups=2) encoder stages, fused by
-                                                          MutualTransformer at the fusion stages
-                                                       -> UNetDecoder -> segmentation logits
+    x[:, t1_channels]       -> T1 conv stack  --+-> fused by MutualTransformer at the fusion stages
+    recon skip (detached)   -> QSM conv stack --+   -> UNetDecoder -> segmentation logits
 
 Design choices:
 - The recon skip enters the segmentation net detached: the segmentation loss never trains the
   reconstruction net (paper), and the two sub-networks can be scheduled through separate optimizer
   parameter groups (``reconstruction_parameters`` / ``segmentation_parameters``).
-- Grouping: encoder stages up to and including the last fusion stage use groups=2 convolutions, so
-  T1 and QSM features stay apart until mTrans mixes them (the instance norm, dropout and nonlinearity
-  act per channel and keep them apart too). mTrans adds its output to its input (residual), so each
-  half of a fused map still leads with its own stream, which is what lets a second fusion stage
-  (the reference used stages 3 and 4) see two streams again. Stages after the last fusion stage are
-  plain convolutions: nothing downstream needs the streams separated. At the bottleneck (the
-  default fusion stage, -1) the question is moot. ``fusion='none'`` keeps the same grouping and omits
-  the block, so the U-Net / U-Net+SA / U-Net+SA+MA ablations differ by the fusion block only.
+- Streams: encoder stages up to and including the last fusion stage run one conv stack per stream
+  (the first conv of each reads its stream's input, as stock nnU-Net's first conv reads the image),
+  so T1 and QSM features stay apart until mTrans mixes them. mTrans adds its output to its input
+  (residual), so each part of a fused map still leads with its own stream, which is what lets a second
+  fusion stage (the reference used stages 3 and 4) see two streams again. Stages after the last fusion
+  stage are plain convolutions: nothing downstream needs the streams separated. ``fusion='none'``
+  keeps the same streams and omits the block, so the U-Net / U-Net+SA / U-Net+SA+MA ablations differ
+  by the fusion block only.
+- Stream widths (``stream_widths``, fractions of each stage's width): the paper's equal halves by
+  default, whose concatenation is the stage width. Wider streams (the short CPU variants give the T1
+  stream the whole width stock nnU-Net would, and the QSM stream half of it: at halves, the T1 path is
+  narrower than stock nnU-Net's and segments worse) are concatenated and mapped back to the stage
+  width by a 1x1x1 conv, so the decoder and its cost stay PlainConvUNet's.
 - The decoder is dynamic_network_architectures' own ``UNetDecoder``, fed by an encoder that exposes
   the attributes it reads, so skips, upsampling and deep supervision match ``PlainConvUNet``.
 """
@@ -32,7 +35,7 @@ from typing import Sequence, Type
 import numpy as np
 import torch
 from dynamic_network_architectures.building_blocks.helper import maybe_convert_scalar_to_list
-from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU, StackedConvBlocks
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
@@ -45,14 +48,6 @@ from mqsm_nnunet.network.reconstruction import ReconstructionNet
 FUSION_MODES = ATTENTION_MODES + ("none",)
 
 
-class TwoStreamConv3d(nn.Conv3d):
-    """Conv3d with groups=2: the first half of the channels (T1 stream) and the second half (QSM
-    stream) are convolved separately. A Conv3d subclass, so nnU-Net's He init applies to it."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, groups=2, **kwargs)
-
-
 def _per_stage(value, n: int, name: str) -> list:
     """Expand a scalar plan entry to one per stage, or check a list has n entries."""
     if isinstance(value, (list, tuple)):
@@ -62,38 +57,51 @@ def _per_stage(value, n: int, name: str) -> list:
     return [value] * n
 
 
+def stream_split(stage_width: int, stream_widths: Sequence[float], stage: int) -> tuple[int, int]:
+    """(T1, QSM) channels of a two-stream stage: the given fractions of the stage width, which must
+    come out whole (with the paper's equal halves: an even width)."""
+    channels = tuple(stage_width * w for w in stream_widths)
+    if any(c != round(c) or c < 1 for c in channels):
+        raise ValueError(f"features_per_stage[{stage}] = {stage_width} does not split into whole streams of "
+                         f"{stream_widths[0]:g} and {stream_widths[1]:g} of it (equal streams need an even width)")
+    return int(round(channels[0])), int(round(channels[1]))
+
+
 class TwoStreamEncoder(nn.Module):
     """Encoder over two streams; exposes the attributes ``UNetDecoder`` reads from an encoder
     (output_channels, strides, kernel_sizes, conv_op, conv_bias, norm_op(_kwargs), dropout_op(_kwargs),
-    nonlin(_kwargs)). forward(t1, qsm_features) returns the skips, bottleneck last."""
+    nonlin(_kwargs)). forward(t1, qsm_features) returns the skips, bottleneck last.
+
+    Stages up to the last fusion stage run one conv stack per stream; each of their skips is the two
+    streams concatenated, mapped back to the stage width by a 1x1x1 conv (``merges``) when the streams
+    together are wider than it, so the decoder is always PlainConvUNet's."""
 
     def __init__(self, t1_channels: int, qsm_feature_channels: int, n_stages: int,
                  features_per_stage: list[int], conv_op: Type[_ConvNd], kernel_sizes: list,
                  strides: list, n_conv_per_stage: list[int], conv_bias: bool, norm_op, norm_op_kwargs,
                  dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, fusion: str,
-                 fusion_stages: tuple[int, ...]) -> None:
+                 fusion_stages: tuple[int, ...], stream_widths: Sequence[float] = (0.5, 0.5)) -> None:
         super().__init__()
-        last_grouped = max(fusion_stages)
-        for s in range(last_grouped + 1):
-            if features_per_stage[s] % 2:
-                raise ValueError(f"features_per_stage[{s}] = {features_per_stage[s]} must be even: stages up to "
-                                 f"the last fusion stage ({last_grouped}) hold two equal streams")
+        last_two_stream = max(fusion_stages)
+        self.stream_channels = [stream_split(features_per_stage[s], stream_widths, s)
+                                for s in range(last_two_stream + 1)]
         block_args = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs)
-        half = features_per_stage[0] // 2
-        self.t1_stem = ConvDropoutNormReLU(conv_op, t1_channels, half, kernel_sizes[0], 1, *block_args)
-        self.qsm_stem = ConvDropoutNormReLU(conv_op, qsm_feature_channels, half, kernel_sizes[0], 1, *block_args)
-        stages = []
-        in_channels = features_per_stage[0]
-        for s in range(n_stages):
-            op = TwoStreamConv3d if s <= last_grouped else conv_op
-            stages.append(StackedConvBlocks(n_conv_per_stage[s], op, in_channels, features_per_stage[s],
-                                            kernel_sizes[s], strides[s], *block_args))
-            in_channels = features_per_stage[s]
-        self.stages = nn.ModuleList(stages)
-        self.fusions = nn.ModuleDict()
-        if fusion != "none":
-            for s in fusion_stages:
-                self.fusions[str(s)] = MutualTransformer(features_per_stage[s] // 2, attention=fusion)
+        self.t1_stages, self.qsm_stages = nn.ModuleList(), nn.ModuleList()
+        self.merges, self.fusions = nn.ModuleDict(), nn.ModuleDict()
+        previous = (t1_channels, qsm_feature_channels)
+        for s, (t1_out, qsm_out) in enumerate(self.stream_channels):
+            for stack, c_in, c_out in ((self.t1_stages, previous[0], t1_out), (self.qsm_stages, previous[1], qsm_out)):
+                stack.append(StackedConvBlocks(n_conv_per_stage[s], conv_op, c_in, c_out, kernel_sizes[s],
+                                               strides[s], *block_args))
+            if fusion != "none" and s in fusion_stages:
+                self.fusions[str(s)] = MutualTransformer(t1_out, qsm_out, attention=fusion)
+            if t1_out + qsm_out != features_per_stage[s]:
+                self.merges[str(s)] = conv_op(t1_out + qsm_out, features_per_stage[s], 1, bias=conv_bias)
+            previous = (t1_out, qsm_out)
+        self.stages = nn.ModuleList(
+            StackedConvBlocks(n_conv_per_stage[s], conv_op, features_per_stage[s - 1], features_per_stage[s],
+                              kernel_sizes[s], strides[s], *block_args)
+            for s in range(last_two_stream + 1, n_stages))
 
         self.output_channels = list(features_per_stage)
         self.strides = [maybe_convert_scalar_to_list(conv_op, i) for i in strides]
@@ -108,25 +116,36 @@ class TwoStreamEncoder(nn.Module):
         self.nonlin_kwargs = nonlin_kwargs
 
     def forward(self, t1: torch.Tensor, qsm_features: torch.Tensor) -> list[torch.Tensor]:
-        x = torch.cat([self.t1_stem(t1), self.qsm_stem(qsm_features)], dim=1)
+        t1_map, qsm_map = t1, qsm_features
         skips = []
-        for s, stage in enumerate(self.stages):
-            x = stage(x)
+        for s, (t1_stage, qsm_stage) in enumerate(zip(self.t1_stages, self.qsm_stages)):
+            t1_map, qsm_map = t1_stage(t1_map), qsm_stage(qsm_map)
             if str(s) in self.fusions:
-                x = self.fusions[str(s)](*x.chunk(2, dim=1))
+                both = self.fusions[str(s)](t1_map, qsm_map)
+                t1_map, qsm_map = both.split(self.stream_channels[s], dim=1)
+            else:
+                both = torch.cat([t1_map, qsm_map], dim=1)
+            skips.append(self.merges[str(s)](both) if str(s) in self.merges else both)
+        x = skips[-1]
+        for stage in self.stages:
+            x = stage(x)
             skips.append(x)
         return skips
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """Conv outputs (stems + stages) plus the fusion blocks' maps, one sample."""
+        """Conv outputs (both streams' stages, merges, plain stages) plus the fusion blocks' maps, one
+        sample."""
         size = [int(i) for i in input_size]
-        output = np.int64(self.t1_stem.compute_conv_feature_map_size(size)
-                          + self.qsm_stem.compute_conv_feature_map_size(size))
-        for s, stage in enumerate(self.stages):
-            output += stage.compute_conv_feature_map_size(size)
+        output = np.int64(0)
+        for s in range(len(self.strides)):
+            two_stream = s < len(self.t1_stages)
+            stacks = (self.t1_stages[s], self.qsm_stages[s]) if two_stream else (self.stages[s - len(self.t1_stages)],)
+            output += sum(stack.compute_conv_feature_map_size(size) for stack in stacks)
             size = [i // j for i, j in zip(size, self.strides[s])]
             if str(s) in self.fusions:
                 output += self.fusions[str(s)].compute_conv_feature_map_size(size)
+            if str(s) in self.merges:
+                output += np.int64(self.output_channels[s]) * np.prod(size, dtype=np.int64)
         return output
 
 
@@ -145,6 +164,8 @@ class MQSMNet(nn.Module):
             reconstruction net's dropout is the paper's 0.2.
         fusion: 'mtrans' (paper), 'sa' (self-attention only) or 'none' (plain two-stream U-Net).
         fusion_stages: encoder stage indices whose output is fused (-1 = bottleneck).
+        stream_widths: (T1, QSM) fractions of each two-stream stage's width (default the paper's
+            equal halves); each must give whole channel counts.
 
     Attributes:
         decoder.deep_supervision: nnU-Net's switch, as for PlainConvUNet.
@@ -156,7 +177,8 @@ class MQSMNet(nn.Module):
 
     Raises:
         ValueError: conv_op not 3D, inconsistent per-stage lists, channel indices out of range or
-            overlapping, unknown fusion, fusion stages out of range, odd stream widths.
+            overlapping, unknown fusion, fusion stages out of range, stream widths that are not two
+            positive fractions giving whole channel counts.
     """
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: int | Sequence[int],
@@ -169,7 +191,8 @@ class MQSMNet(nn.Module):
                  deep_supervision: bool = False, t1_channels: Sequence[int] = (0,), qsm_minus_channel: int = 2,
                  recon_width: int = 64, recon_blocks: int = 6, recon_skip_channels: int = 32,
                  recon_dilations: Sequence[int] = (1,),
-                 fusion: str = "mtrans", fusion_stages: Sequence[int] = (-1,)) -> None:
+                 fusion: str = "mtrans", fusion_stages: Sequence[int] = (-1,),
+                 stream_widths: Sequence[float] = (0.5, 0.5)) -> None:
         super().__init__()
         if not (isinstance(conv_op, type) and issubclass(conv_op, nn.Conv3d)):
             raise ValueError(f"conv_op must be a 3D convolution (torch.nn.Conv3d), got {conv_op}: the dipole "
@@ -199,6 +222,10 @@ class MQSMNet(nn.Module):
             if not -n_stages <= s < n_stages:
                 raise ValueError(f"fusion_stages entry {s} is outside the {n_stages} encoder stages")
         normalized = tuple(sorted({s % n_stages for s in fusion_stages}))
+        stream_widths = tuple(float(w) for w in stream_widths)
+        if len(stream_widths) != 2 or min(stream_widths) <= 0:
+            raise ValueError(f"stream_widths must be two positive fractions (T1, QSM) of the stage width, "
+                             f"got {stream_widths}")
         if len(normalized) != len(fusion_stages):
             raise ValueError(f"fusion_stages {fusion_stages} names a stage twice")
 
@@ -213,7 +240,8 @@ class MQSMNet(nn.Module):
                                        dilations=recon_dilations)
         self.encoder = TwoStreamEncoder(len(t1_channels), recon_skip_channels, n_stages, features, conv_op,
                                         kernel_sizes, strides, n_conv, conv_bias, norm_op, norm_op_kwargs,
-                                        dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, fusion, normalized)
+                                        dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, fusion, normalized,
+                                        stream_widths)
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_decoder, deep_supervision)
         self._total_stride = [int(v) for v in np.prod(np.array(self.encoder.strides), axis=0)]
 
@@ -253,7 +281,7 @@ class MQSMNet(nn.Module):
         return list(self.recon.parameters())
 
     def segmentation_parameters(self) -> list[nn.Parameter]:
-        """All other parameters (stems, encoder, fusion, decoder); disjoint from the reconstruction's."""
+        """All other parameters (both streams, fusion, decoder); disjoint from the reconstruction's."""
         recon_ids = {id(p) for p in self.recon.parameters()}
         return [p for p in self.parameters() if id(p) not in recon_ids]
 

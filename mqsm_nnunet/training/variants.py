@@ -28,7 +28,7 @@ from mqsm_nnunet.training.trainer import NoMirroring, mQSMTrainer
 
 TINY_LEARNING_RATE = 3e-3
 TINY_WEIGHT_DECAY = 1e-4
-TINY_MAX_FEATURES = (16, 32)   # full-resolution stage 16 wide (8 per stream), deeper stages 32
+TINY_MAX_FEATURES = (16, 32)   # full-resolution stage 16 wide, deeper stages 32
 
 
 SNAPSHOT_PATTERN = "checkpoint_epoch{epoch}.pth"
@@ -58,10 +58,16 @@ class ShortLength:
 class mQSMTrainer_tiny(ShortLength, mQSMTrainer):
     """CPU-sized mQSM: AdamW (lr 3e-3, poly decay), both tasks from the first step, U-Net 16 wide at
     full resolution and at most 32 below, reconstruction net 8 wide x 2 dilated blocks (at 16 wide it
-    cost as much as the whole U-Net at this patch); 3 epochs x 4 iterations unless the plans say."""
+    cost as much as the whole U-Net at this patch); 3 epochs x 4 iterations unless the plans say.
+
+    Streams: T1 as wide as the stage (what stock nnU-Net's network has for T1), QSM half of it. With
+    the paper's equal halves the T1 path was 8 wide at full resolution and the segmentation lagged the
+    stock network with the same recipe (bench_learning at 400 iterations: 0.309 against 0.455 mean
+    Dice); with these widths it reached 0.431, for a step about as costly (bench_train_step: 2.27 s
+    against 2.21 s; benchmarks/README.md)."""
 
     network_overrides = {"recon_width": 8, "recon_blocks": 2, "recon_skip_channels": 8,
-                         "recon_dilations": (1, 2, 4, 8)}
+                         "recon_dilations": (1, 2, 4, 8), "stream_widths": (1.0, 0.5)}
     max_unet_features = TINY_MAX_FEATURES
     channels_last = True
     segmentation_start_epoch = 0
