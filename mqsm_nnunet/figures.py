@@ -269,10 +269,12 @@ def qc_figure(
 # ----------------------------------------------------------------------------------------------------
 # mutual attention (paper Fig. 4)
 # ----------------------------------------------------------------------------------------------------
-def _square_matrix(matrix: np.ndarray) -> np.ndarray:
+def _attention_matrix(matrix: np.ndarray, square: bool = False) -> np.ndarray:
     array = np.asarray(matrix, dtype=float)
-    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
-        raise ValueError(f"matrix must be a non-empty square (C x C) array, got shape {array.shape}")
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"matrix must be a non-empty 2D (C1 x C2) array, got shape {array.shape}")
+    if square and array.shape[0] != array.shape[1]:
+        raise ValueError(f"matrix must be square (C x C) for a symmetry index, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
         raise ValueError("matrix holds NaN or infinite values")
     return array
@@ -284,14 +286,14 @@ def symmetry_index(matrix: np.ndarray) -> float:
     The factor 2 bounds the index by 1 (triangle inequality). It is computed before normalization:
     shifting A by a constant (as min-max normalization does) would make any matrix look more symmetric.
     """
-    array = _square_matrix(matrix)
+    array = _attention_matrix(matrix, square=True)
     norm = np.linalg.norm(array)
     return 0.0 if norm == 0 else float(np.linalg.norm(array - array.T) / (2 * norm))
 
 
 def normalize_attention(matrix: np.ndarray) -> np.ndarray:
     """Min-max normalization to [0, 1] as in the paper's Fig. 4 (a constant matrix gives zeros)."""
-    array = _square_matrix(matrix)
+    array = _attention_matrix(matrix)
     low, high = array.min(), array.max()
     return np.zeros_like(array) if high == low else (array - low) / (high - low)
 
@@ -305,14 +307,15 @@ def attention_figure(
     figsize: tuple[float, float] = (6.0, 5.0),
     dpi: float = 100,
 ) -> Path:
-    """Heatmap of a (C x C) mutual-attention matrix normalized to [0, 1], with colorbar.
+    """Heatmap of a (C1 x C2) mutual-attention matrix normalized to [0, 1], with colorbar.
 
     `MA = Q_1^T Q_2` (paper Eq. 4): rows are channels of the first (T1) stream, columns of the second
-    (QSM) stream. The title carries the symmetry index of the raw matrix (`symmetry_index`).
+    (QSM) stream. For equal streams (square MA, as in the paper) the title carries the symmetry index
+    of the raw matrix (`symmetry_index`); streams of unequal width have no such index.
     The PNG is `figsize * dpi` pixels.
 
     Raises:
-        ValueError: the matrix is not square 2D or not finite.
+        ValueError: the matrix is not a non-empty 2D array or not finite.
     """
     normalized = normalize_attention(matrix)
     figure = Figure(figsize=figsize)
@@ -320,7 +323,10 @@ def attention_figure(
     image = ax.imshow(normalized, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xlabel(col_label)
     ax.set_ylabel(row_label)
-    ax.set_title(f"{title}\nsymmetry index ||A - A$^T$|| / 2||A|| = {symmetry_index(matrix):.3f}", fontsize=10)
+    rows, columns = normalized.shape
+    detail = (f"symmetry index ||A - A$^T$|| / 2||A|| = {symmetry_index(matrix):.3f}" if rows == columns
+              else f"{rows} T1 x {columns} QSM channels (unequal streams: no symmetry index)")
+    ax.set_title(f"{title}\n{detail}", fontsize=10)
     figure.colorbar(image, ax=ax, label="normalized attention")
     return _save(figure, out_png, dpi)
 

@@ -118,7 +118,17 @@ def test_attention_figure_size_and_symmetry_index(tmp_path):
     np.testing.assert_allclose(normalized, [[0.0, 0.25], [0.5, 1.0]])
 
 
-@pytest.mark.parametrize("matrix", [np.zeros((3, 4)), np.zeros((2, 3, 3)), np.zeros((0, 0)), np.array([[np.nan]])])
+def test_attention_figure_of_unequal_streams(tmp_path):
+    """The short variants' T1 stream is twice the QSM stream: a rectangular MA is drawn, without the
+    symmetry index, which only a square matrix has."""
+    matrix = np.random.default_rng(1).random((32, 16))
+    png = figures.attention_figure(tmp_path / "ma.png", matrix)
+    assert imread(png).shape == (5 * DPI, 6 * DPI, 4)
+    with pytest.raises(ValueError, match="square"):
+        figures.symmetry_index(matrix)
+
+
+@pytest.mark.parametrize("matrix", [np.zeros((2, 3, 3)), np.zeros((0, 0)), np.zeros((3, 0)), np.array([[np.nan]])])
 def test_attention_figure_rejects_bad_matrices(tmp_path, matrix):
     with pytest.raises(ValueError, match="matrix"):
         figures.attention_figure(tmp_path / "ma.png", matrix)

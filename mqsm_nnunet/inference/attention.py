@@ -16,7 +16,8 @@ from mqsm_nnunet.network.mtrans import MutualTransformer
 
 def mutual_attention_of_case(model_folder: Path, channel_files: Sequence[Path], fold: int | str = 0,
                              checkpoint: str = "checkpoint_final.pth") -> np.ndarray | None:
-    """Mean (C x C) mutual attention of the deepest mTrans block over the case's patches.
+    """Mean (C1 x C2: T1-stream x QSM-stream channels) mutual attention of the deepest mTrans block over
+    the case's patches.
 
     Returns None when the model has no mutual attention (the U-Net and U-Net+SA ablations).
     """
