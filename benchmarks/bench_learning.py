@@ -11,6 +11,7 @@ held out and never trained on), every method trains the same number of iteration
     mqsm_sa          mQSMTrainer_tiny_SA     (+ self-attention)
     mqsm             mQSMTrainer_tiny        (+ mutual attention = mQSM; default loss)
     mqsm_paper       mQSMTrainer_tiny_paperLoss (mQSM with the paper's Eq. 5 alone)
+    mqsm_wide_t1     mQSMTrainer_tiny_wideT1 (mQSM, T1 stream the whole stage width, QSM half of it)
 
 Printed per method: held-out mean Dice over the regions and per group (deep nuclei, cortex, other),
 QSM NRMSE / HFEN against the true chi (mQSM methods), beside QSM-, TKD, Tikhonov and TV-ADMM on the
@@ -56,6 +57,7 @@ METHODS = {
     "mqsm_sa": ("mQSMTrainer_tiny_SA", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "mqsm": ("mQSMTrainer_tiny", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "mqsm_paper": ("mQSMTrainer_tiny_paperLoss", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm_wide_t1": ("mQSMTrainer_tiny_wideT1", "mQSMPlans", MQSM_ID, "mqsm_predict"),
 }
 BASELINE_NAMES = {"qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD", "tikhonov": "Tikhonov", "tv_admm": "TV-ADMM"}
 

@@ -100,7 +100,6 @@ def test_plans_describing_a_variant_rebuild_the_same_network():
                                          mQSMTrainer_tiny.max_unet_features)
     arch = described["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
     assert arch["features_per_stage"] == [16, 32, 32, 32] and arch["recon_dilations"] == [1, 2, 4, 8]
-    assert arch["stream_widths"] == [1.0, 0.5]
     assert STOCK_3D["architecture"]["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256]   # input untouched
     from_described = build_mqsm_network(ConfigurationManager(described["configurations"]["3d_fullres"]), 4, 3,
                                         False, overrides={})            # the plans alone, no variant class

@@ -312,7 +312,8 @@ def test_wider_t1_stream_keeps_plain_conv_unet_decoder():
     assert own_shapes(net.decoder) == own_shapes(reference.decoder)
     conv_shapes = lambda module: [tuple(m.weight.shape) for m in module.modules() if isinstance(m, nn.Conv3d)]
     stock = conv_shapes(reference.encoder)
-    stock[0] = (features[0], 1, *stock[0][2:])  # stock's first conv reads all 4 channels, the T1 stream's one
+    stock[0] = (features[0], features[0], *stock[0][2:])  # stock's first conv reads the image, ours the stem
+    assert conv_shapes(net.encoder.t1_stem) == [(features[0], 1, 3, 3, 3)]
     assert conv_shapes(net.encoder.t1_stages) == stock
     x = torch.randn(1, 4, *PLANS[plan][3])
     with torch.no_grad():
@@ -330,7 +331,8 @@ def test_feature_map_size_extends_plain_conv_unet_estimate():
     plain = PlainConvUNet(**unet_kwargs(plan)).compute_conv_feature_map_size(size)
     none = tiny_net(plan, fusion="none").compute_conv_feature_map_size(size)
     recon_channels = 4 + 8 + 2 * 2 * 8 + 4 + 1  # skip, width, 2 blocks x 2 convs, skip, qsm
-    assert none == plain + recon_channels * n_vox
+    stems = PLANS[plan][2][0]  # two stems of F0/2 channels
+    assert none == plain + (recon_channels + stems) * n_vox
     bottleneck_tokens = (24 // 8) * (40 // 8) * (56 // 4)
     fused = tiny_net(plan, fusion="mtrans").compute_conv_feature_map_size(size)
     assert fused - none >= 2 * bottleneck_tokens ** 2

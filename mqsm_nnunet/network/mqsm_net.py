@@ -5,16 +5,17 @@ arguments, same deep-supervision outputs, ``decoder.deep_supervision`` switch an
 estimate), plus the mQSM extras. Data flow for an input x holding all dataset channels:
 
     x[:, qsm_minus_channel] -> ReconstructionNet -> (QSM, recon skip)
-    x[:, t1_channels]       -> T1 conv stack  --+-> fused by MutualTransformer at the fusion stages
-    recon skip (detached)   -> QSM conv stack --+   -> UNetDecoder -> segmentation logits
+    x[:, t1_channels]       -> T1 stem  -> T1 conv stack  --+-> fused by MutualTransformer at the
+    recon skip (detached)   -> QSM stem -> QSM conv stack --+   fusion stages -> UNetDecoder -> logits
 
 Design choices:
 - The recon skip enters the segmentation net detached: the segmentation loss never trains the
   reconstruction net (paper), and the two sub-networks can be scheduled through separate optimizer
   parameter groups (``reconstruction_parameters`` / ``segmentation_parameters``).
-- Streams: encoder stages up to and including the last fusion stage run one conv stack per stream
-  (the first conv of each reads its stream's input, as stock nnU-Net's first conv reads the image),
-  so T1 and QSM features stay apart until mTrans mixes them. mTrans adds its output to its input
+- Streams: each stream opens with a stem conv at full resolution, then encoder stages up to and
+  including the last fusion stage run one conv stack per stream, so T1 and QSM features stay apart
+  until mTrans mixes them. (Without the stems, i.e. one full-resolution conv fewer per stream, the
+  demo's held-out Dice fell from 0.35-0.39 to 0.29 at 350 iterations.) mTrans adds its output to its input
   (residual), so each part of a fused map still leads with its own stream, which is what lets a second
   fusion stage (the reference used stages 3 and 4) see two streams again. Stages after the last fusion
   stage are plain convolutions: nothing downstream needs the streams separated. ``fusion='none'``
@@ -35,7 +36,7 @@ from typing import Sequence, Type
 import numpy as np
 import torch
 from dynamic_network_architectures.building_blocks.helper import maybe_convert_scalar_to_list
-from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU, StackedConvBlocks
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
@@ -86,9 +87,12 @@ class TwoStreamEncoder(nn.Module):
         self.stream_channels = [stream_split(features_per_stage[s], stream_widths, s)
                                 for s in range(last_two_stream + 1)]
         block_args = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs)
+        t1_width, qsm_width = self.stream_channels[0]
+        self.t1_stem = ConvDropoutNormReLU(conv_op, t1_channels, t1_width, kernel_sizes[0], 1, *block_args)
+        self.qsm_stem = ConvDropoutNormReLU(conv_op, qsm_feature_channels, qsm_width, kernel_sizes[0], 1, *block_args)
         self.t1_stages, self.qsm_stages = nn.ModuleList(), nn.ModuleList()
         self.merges, self.fusions = nn.ModuleDict(), nn.ModuleDict()
-        previous = (t1_channels, qsm_feature_channels)
+        previous = self.stream_channels[0]
         for s, (t1_out, qsm_out) in enumerate(self.stream_channels):
             for stack, c_in, c_out in ((self.t1_stages, previous[0], t1_out), (self.qsm_stages, previous[1], qsm_out)):
                 stack.append(StackedConvBlocks(n_conv_per_stage[s], conv_op, c_in, c_out, kernel_sizes[s],
@@ -116,7 +120,7 @@ class TwoStreamEncoder(nn.Module):
         self.nonlin_kwargs = nonlin_kwargs
 
     def forward(self, t1: torch.Tensor, qsm_features: torch.Tensor) -> list[torch.Tensor]:
-        t1_map, qsm_map = t1, qsm_features
+        t1_map, qsm_map = self.t1_stem(t1), self.qsm_stem(qsm_features)
         skips = []
         for s, (t1_stage, qsm_stage) in enumerate(zip(self.t1_stages, self.qsm_stages)):
             t1_map, qsm_map = t1_stage(t1_map), qsm_stage(qsm_map)
@@ -133,10 +137,11 @@ class TwoStreamEncoder(nn.Module):
         return skips
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """Conv outputs (both streams' stages, merges, plain stages) plus the fusion blocks' maps, one
-        sample."""
+        """Conv outputs (stems, both streams' stages, merges, plain stages) plus the fusion blocks'
+        maps, one sample."""
         size = [int(i) for i in input_size]
-        output = np.int64(0)
+        output = np.int64(self.t1_stem.compute_conv_feature_map_size(size)
+                          + self.qsm_stem.compute_conv_feature_map_size(size))
         for s in range(len(self.strides)):
             two_stream = s < len(self.t1_stages)
             stacks = (self.t1_stages[s], self.qsm_stages[s]) if two_stream else (self.stages[s - len(self.t1_stages)],)
@@ -281,7 +286,7 @@ class MQSMNet(nn.Module):
         return list(self.recon.parameters())
 
     def segmentation_parameters(self) -> list[nn.Parameter]:
-        """All other parameters (both streams, fusion, decoder); disjoint from the reconstruction's."""
+        """All other parameters (stems, both streams, fusion, decoder); disjoint from the reconstruction's."""
         recon_ids = {id(p) for p in self.recon.parameters()}
         return [p for p in self.parameters() if id(p) not in recon_ids]
 

@@ -5,6 +5,7 @@
   stages and a light reconstruction net. Its length (and intermediate checkpoints for learning
   curves) comes from the plans entry `mqsm_short_training` (`short_training.py`; nnUNetv2_train has
   no flag for it).
+- `_tiny_wideT1`: the short recipe with a full-width T1 stream (stream widths, not in the paper).
 - Ablations of the paper (Table 3): `_UNet` (two-stream U-Net, no fusion block), `_SA` (self-
   attention per stream, no mutual attention); mQSMTrainer itself is U-Net + SA + MA, the full mQSM.
 - `_paperLoss`: the paper's Eq. 5 alone, without the data-consistency term.
@@ -60,14 +61,11 @@ class mQSMTrainer_tiny(ShortLength, mQSMTrainer):
     full resolution and at most 32 below, reconstruction net 8 wide x 2 dilated blocks (at 16 wide it
     cost as much as the whole U-Net at this patch); 3 epochs x 4 iterations unless the plans say.
 
-    Streams: T1 as wide as the stage (what stock nnU-Net's network has for T1), QSM half of it. With
-    the paper's equal halves the T1 path was 8 wide at full resolution and the segmentation lagged the
-    stock network with the same recipe (bench_learning at 400 iterations: 0.309 against 0.455 mean
-    Dice); with these widths it reached 0.431, for a step about as costly (bench_train_step: 2.27 s
-    against 2.21 s; benchmarks/README.md)."""
+    Streams: the paper's equal halves of each stage (8 + 8 wide at full resolution, 16 + 16 below);
+    `mQSMTrainer_tiny_wideT1` gives the T1 stream the whole stage width instead."""
 
     network_overrides = {"recon_width": 8, "recon_blocks": 2, "recon_skip_channels": 8,
-                         "recon_dilations": (1, 2, 4, 8), "stream_widths": (1.0, 0.5)}
+                         "recon_dilations": (1, 2, 4, 8)}
     max_unet_features = TINY_MAX_FEATURES
     channels_last = True
     segmentation_start_epoch = 0
@@ -94,6 +92,15 @@ class mQSMTrainer_tiny(ShortLength, mQSMTrainer):
         optimizer = torch.optim.AdamW(self._parameter_groups(network), self.initial_lr,
                                       weight_decay=self.weight_decay)
         return optimizer, TaskPolyLR(optimizer, self.num_epochs, self.task_frozen)
+
+
+class mQSMTrainer_tiny_wideT1(mQSMTrainer_tiny):
+    """mQSMTrainer_tiny with the T1 stream as wide as the stage (stock nnU-Net's capped widths: 16 at
+    full resolution, 32 below) and the QSM stream half of it. At equal iterations it segments like the
+    stock network with the same recipe, where the equal halves lag it (bench_learning, 400 iterations);
+    at equal minutes on the demo cohort it was not better (benchmarks/README.md)."""
+
+    network_overrides = {**mQSMTrainer_tiny.network_overrides, "stream_widths": (1.0, 0.5)}
 
 
 class mQSMTrainer_UNet(mQSMTrainer):
