@@ -88,7 +88,7 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
     #: Gradient-norm clip, applied to each task's parameters separately (nnU-Net: 12 for the whole net).
     gradient_clip: ClassVar[float] = 12.0
     #: Weights and batches in channels-last-3d layout: oneDNN's CPU convolutions on few channels (the
-    #: dilated recon net, the grouped two-stream stages) run 1.5-3x faster in it, a whole tiny step
+    #: dilated recon net, the narrow two-stream stages) run 1.5-3x faster in it, a whole tiny step
     #: about 0.9x as long (bench_train_step, tiny vs tiny_contiguous; docs/training.md).
     channels_last: ClassVar[bool] = False
 
