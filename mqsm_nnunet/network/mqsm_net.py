@@ -14,18 +14,16 @@ Design choices:
   parameter groups (``reconstruction_parameters`` / ``segmentation_parameters``).
 - Streams: each stream opens with a stem conv at full resolution, then encoder stages up to and
   including the last fusion stage run one conv stack per stream, so T1 and QSM features stay apart
-  until mTrans mixes them. (Without the stems, i.e. one full-resolution conv fewer per stream, the
-  demo's held-out Dice fell from 0.35-0.39 to 0.29 at 350 iterations.) mTrans adds its output to its input
-  (residual), so each part of a fused map still leads with its own stream, which is what lets a second
+  until mTrans mixes them. mTrans adds its output to its input (residual), so each part of a fused map still leads with its own stream, which is what lets a second
   fusion stage (the reference used stages 3 and 4) see two streams again. Stages after the last fusion
   stage are plain convolutions: nothing downstream needs the streams separated. ``fusion='none'``
   keeps the same streams and omits the block, so the U-Net / U-Net+SA / U-Net+SA+MA ablations differ
   by the fusion block only.
 - Stream widths (``stream_widths``, fractions of each stage's width): the paper's equal halves by
-  default, whose concatenation is the stage width. Wider streams (the short CPU variants give the T1
-  stream the whole width stock nnU-Net would, and the QSM stream half of it: at halves, the T1 path is
-  narrower than stock nnU-Net's and segments worse) are concatenated and mapped back to the stage
-  width by a 1x1x1 conv, so the decoder and its cost stay PlainConvUNet's.
+  default, whose concatenation is the stage width. Wider streams (`mQSMTrainer_tiny_wideT1` gives the
+  T1 stream the whole width stock nnU-Net would, and the QSM stream half of it: at halves the T1 path
+  is narrower than stock nnU-Net's) are concatenated and mapped back to the stage width by a 1x1x1
+  conv, so the decoder and its cost stay PlainConvUNet's.
 - The decoder is dynamic_network_architectures' own ``UNetDecoder``, fed by an encoder that exposes
   the attributes it reads, so skips, upsampling and deep supervision match ``PlainConvUNet``.
 """
