@@ -96,9 +96,9 @@ class mQSMTrainer_tiny(ShortLength, mQSMTrainer):
 
 class mQSMTrainer_tiny_wideT1(mQSMTrainer_tiny):
     """mQSMTrainer_tiny with the T1 stream as wide as the stage (stock nnU-Net's capped widths: 16 at
-    full resolution, 32 below) and the QSM stream half of it. At equal iterations it segments like the
-    stock network with the same recipe, where the equal halves lag it (bench_learning, 400 iterations);
-    at equal minutes on the demo cohort it was not better (benchmarks/README.md)."""
+    full resolution, 32 below) and the QSM stream half of it, to test whether the equal halves' narrow
+    T1 path is why mQSM lags the stock network with the same recipe. Two bench_learning runs at 400
+    iterations gave 0.431 and 0.319 (equal halves 0.309, stock 0.455): not settled (benchmarks/README.md)."""
 
     network_overrides = {**mQSMTrainer_tiny.network_overrides, "stream_widths": (1.0, 0.5)}
 
