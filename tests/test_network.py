@@ -273,24 +273,23 @@ def test_streams_stay_apart_until_the_fusion_stage(stream_widths):
     net = tiny_net("iso4", fusion_stages=(2,), stream_widths=stream_widths).eval()
     t1 = torch.randn(1, 1, 24, 32, 40)
     qsm_a, qsm_b = torch.randn(2, 1, 4, 24, 32, 40)
-    t1_outputs = []
+    t1_outputs, fused = [], []
     hooks = [stage.register_forward_hook(lambda m, i, o: t1_outputs.append(o)) for stage in net.encoder.t1_stages]
+    hooks.append(net.encoder.fusions["2"].register_forward_hook(lambda m, i, o: fused.append(o)))
     with torch.no_grad():
         skips_a = net.encoder(t1, qsm_a)
         skips_b = net.encoder(t1, qsm_b)
     for hook in hooks:
         hook.remove()
     t1_a, t1_b = t1_outputs[:3], t1_outputs[3:]
-    for s in (0, 1):  # two streams, not yet fused
+    for s in (0, 1, 2):  # the T1 stack's outputs, up to and including the fusion stage's, before mTrans
         torch.testing.assert_close(t1_a[s], t1_b[s])
         assert not torch.allclose(skips_a[s], skips_b[s])
-    assert not torch.allclose(t1_a[2], t1_b[2]) or not torch.allclose(skips_a[2], skips_b[2])
-    fused_t1_part = [skip[:, :t1_a[2].shape[1]] for skip in (skips_a[2], skips_b[2])]
-    if not net.encoder.merges:
+    t1_width = net.encoder.stream_channels[2][0]
+    assert not torch.allclose(fused[0][:, :t1_width], fused[1][:, :t1_width])  # mTrans mixed QSM into T1
+    if not net.encoder.merges:  # unmerged skips lead with the T1 stream's channels
         for s in (0, 1):
-            t1_width = net.encoder.stream_channels[s][0]
-            torch.testing.assert_close(skips_a[s][:, :t1_width], t1_a[s])
-        assert not torch.allclose(*fused_t1_part)  # mTrans mixed QSM into the T1 part
+            torch.testing.assert_close(skips_a[s][:, :net.encoder.stream_channels[s][0]], t1_a[s])
     assert len(net.encoder.t1_stages) == 3 and len(net.encoder.stages) == 1  # plain after the last fusion
 
 
