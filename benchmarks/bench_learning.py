@@ -15,8 +15,10 @@ held out and never trained on), every method trains the same number of iteration
 
 Printed per method: held-out mean Dice over the regions and per group (deep nuclei, cortex, other),
 QSM NRMSE / HFEN against the true chi (mQSM methods), beside QSM-, TKD, Tikhonov and TV-ADMM on the
-same subjects, and seconds per training iteration as a ratio to stock_t1 (epoch time / iterations,
-so nnU-Net's per-epoch validation batches are included alike). With --curve, every method also keeps
+same subjects, and seconds per training iteration as a ratio to stock_t1 (stock_t1_recipe when stock_t1 is not run; epoch time / iterations,
+so nnU-Net's per-epoch validation batches are included alike). --repeats N trains every method N
+times (interleaved) and reports the mean and range: one short training's Dice varies by about 0.1,
+so a single run cannot separate two methods closer than that. With --curve, every method also keeps
 a checkpoint every --curve-every epochs and the held-out scores are drawn against iterations.
 
     .venv/bin/python benchmarks/bench_learning.py                     # short setting (about 1 h here)
@@ -78,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--curve", action="store_true", help="held-out scores every --curve-every epochs "
                         "(on by default in the long setting)")
     parser.add_argument("--curve-every", type=int, default=0, help="epochs between curve points (default: 1/5 of the run)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="trainings per method (default 1), interleaved across methods so that the "
+                             "machine's drift hits all alike; the table gives the mean and the range: at a "
+                             "few hundred iterations one training's Dice varies by about 0.1")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("-o", "--out", default="bench_learning_output")
     args = parser.parse_args(argv)
@@ -87,6 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.epochs = max(1, round(args.iterations / args.per_epoch))
     args.curve = args.curve or args.setting == "long"
     args.curve_every = args.curve_every or max(1, args.epochs // 5)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     return args
 
 
@@ -198,6 +206,22 @@ def train_and_score(method: str, args, out: Path, env: dict, cohort: Path, cases
             **final, "curve": curve}
 
 
+def combine_runs(runs: list[dict]) -> dict:
+    """One method's trainings as one entry: means of the scores, the range of mean Dice, every run kept."""
+    first = runs[0]
+    combined = {"trainer": first["trainer"], "plans": first["plans"], "runs": runs,
+                "mean_dice": float(np.mean([r["mean_dice"] for r in runs])),
+                "dice_range": [float(min(r["mean_dice"] for r in runs)), float(max(r["mean_dice"] for r in runs))],
+                "groups": {g: float(np.mean([r["groups"][g] for r in runs])) for g in first["groups"]},
+                "s_per_iteration": float(np.median([r["s_per_iteration"] for r in runs])),
+                "curve": {"iterations": first["curve"]["iterations"],
+                          **{k: np.mean([r["curve"][k] for r in runs], axis=0).tolist()
+                             for k in ("dice", "nrmse") if k in first["curve"]}}}
+    if "qsm" in first:
+        combined["qsm"] = {m: float(np.mean([r["qsm"][m] for r in runs])) for m in ("nrmse", "hfen")}
+    return combined
+
+
 def classical_baselines(cohort: Path, cases: list[str], out: Path) -> dict[str, dict]:
     from mqsm_nnunet.baselines import run_baselines
     from mqsm_nnunet.nifti import read_volume, write_volume
@@ -218,18 +242,22 @@ def classical_baselines(cohort: Path, cases: list[str], out: Path) -> dict[str, 
 
 
 def table(results: dict, baselines: dict) -> str:
-    reference = results.get("stock_t1", {}).get("s_per_iteration")
-    lines = ["| method | trainer | mean Dice | deep nuclei | cortex | other | QSM NRMSE (%) | HFEN (%) | s/it | x stock_t1 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    base = next((m for m in ("stock_t1", "stock_t1_recipe") if m in results), None)
+    reference = results[base]["s_per_iteration"] if base else None
+    lines = ["| method | trainer | runs | mean Dice (range) | deep nuclei | cortex | other | QSM NRMSE (%) | HFEN (%) "
+             f"| s/it | x {base or 'stock_t1'} |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, r in results.items():
         qsm = r.get("qsm", {})
         ratio = r["s_per_iteration"] / reference if reference else float("nan")
-        lines.append(f"| {method} | {r['trainer']} | {r['mean_dice']:.3f} | {r['groups']['deep nuclei']:.3f} | "
+        low, high = r["dice_range"]
+        dice = f"{r['mean_dice']:.3f}" + (f" ({low:.3f}-{high:.3f})" if len(r["runs"]) > 1 else "")
+        lines.append(f"| {method} | {r['trainer']} | {len(r['runs'])} | {dice} | {r['groups']['deep nuclei']:.3f} | "
                      f"{r['groups']['cortex']:.3f} | {r['groups']['other']:.3f} | "
                      f"{qsm.get('nrmse', float('nan')):.1f} | {qsm.get('hfen', float('nan')):.1f} | "
                      f"{r['s_per_iteration']:.2f} | {ratio:.2f} |")
     for method, q in baselines.items():
-        lines.append(f"| {BASELINE_NAMES.get(method, method)} | classical | | | | | {q['nrmse']:.1f} | "
+        lines.append(f"| {BASELINE_NAMES.get(method, method)} | classical | | | | | | {q['nrmse']:.1f} | "
                      f"{q['hfen']:.1f} | | |")
     return "\n".join(lines)
 
@@ -249,17 +277,21 @@ def main(argv=None) -> int:
           f"({args.epochs} epochs x {args.per_epoch}), device {args.device}", flush=True)
     cohort, cases = prepare(args, out, env)
     baselines = classical_baselines(cohort, cases, out)
+    runs: dict[str, list[dict]] = {}
     results = {}
     results_file = out / "results.json"
-    for method in args.methods:
-        print(f"[{method}] training {METHODS[method][0]} ...", flush=True)
-        results[method] = train_and_score(method, args, out, env, cohort, cases)
-        r = results[method]
-        print(f"[{method}] mean Dice {r['mean_dice']:.3f} (deep nuclei {r['groups']['deep nuclei']:.3f}), "
-              f"{r['s_per_iteration']:.2f} s/it" + (f", QSM NRMSE {r['qsm']['nrmse']:.1f} %" if "qsm" in r else ""),
-              flush=True)
-        results_file.write_text(json.dumps({"args": vars(args), "held_out": cases, "results": results,
-                                            "baselines": baselines}, indent=2, default=float))
+    for repeat in range(1, args.repeats + 1):
+        for method in args.methods:
+            label = f"[{method}" + (f" {repeat}/{args.repeats}]" if args.repeats > 1 else "]")
+            print(f"{label} training {METHODS[method][0]} ...", flush=True)
+            r = train_and_score(method, args, out, env, cohort, cases)
+            print(f"{label} mean Dice {r['mean_dice']:.3f} (deep nuclei {r['groups']['deep nuclei']:.3f}), "
+                  f"{r['s_per_iteration']:.2f} s/it" + (f", QSM NRMSE {r['qsm']['nrmse']:.1f} %" if "qsm" in r else ""),
+                  flush=True)
+            runs.setdefault(method, []).append(r)
+            results[method] = combine_runs(runs[method])
+            results_file.write_text(json.dumps({"args": vars(args), "held_out": cases, "results": results,
+                                                "baselines": baselines}, indent=2, default=float))
     text = table(results, baselines)
     (out / "results.md").write_text(
         f"{args.iterations} iterations per method ({args.epochs} epochs x {args.per_epoch}); held-out "
