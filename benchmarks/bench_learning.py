@@ -17,9 +17,9 @@ Printed per method: held-out mean Dice over the regions and per group (deep nucl
 QSM NRMSE / HFEN against the true chi (mQSM methods), beside QSM-, TKD, Tikhonov and TV-ADMM on the
 same subjects, and seconds per training iteration as a ratio to stock_t1 (or stock_t1_recipe when
 stock_t1 is not run; epoch time / iterations, so nnU-Net's per-epoch validation batches are included
-alike). --repeats N trains every method N
-times (interleaved) and reports the mean and range: one short training's Dice varies by about 0.1,
-so a single run cannot separate two methods closer than that. With --curve, every method also keeps
+alike). --repeats N trains every method N times (interleaved) and reports the mean and range: one
+short training's Dice varies by about 0.1, so a single run cannot separate two methods closer than
+that. With --curve, every method also keeps
 a checkpoint every --curve-every epochs and the held-out scores are drawn against iterations.
 
     .venv/bin/python benchmarks/bench_learning.py                     # short setting (about 1 h here)
