@@ -11,7 +11,6 @@ products are circular) and returns chi multiplied by the mask.
 | ``tkd`` | truncated k-space division, `physics.tkd` | t = 0.2 |
 | ``tikhonov`` | closed-form L2: ``chi = IFFT(D F / (D^2 + lambda))`` | lambda = 0.01 |
 | ``tv_admm`` | TV-regularised inversion, ADMM (linear FANSI split) | alpha = 3e-4, rho = 3e-2, <= 100 iterations |
-| ``cg_support`` | least squares with the brain support, conjugate gradients from 0 (`support_cg`) | 80 iterations |
 | ``qsm_minus`` | paper Eq. 3, `physics.qsm_minus` | t = (0.1, 0.2) |
 
 TV-ADMM runs on the mask's bounding box (see its docstring). Parameter choices and measurements:
@@ -33,7 +32,6 @@ TV_ALPHA = 3e-4
 TV_RHO = 3e-2
 TV_ITERATIONS = 100
 TV_TOLERANCE = 1e-3
-CG_ITERATIONS = 80
 
 
 def _prepare(field: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,73 +220,11 @@ def tv_admm(
     return np.where(inside, result, 0.0)
 
 
-def support_cg(
-    field: np.ndarray,
-    voxel_size: Sequence[float],
-    b0_dir: Sequence[float],
-    mask: np.ndarray,
-    iterations: int = CG_ITERATIONS,
-    start: np.ndarray | None = None,
-    pad_factor: float = physics.DEFAULT_PAD_FACTOR,
-) -> np.ndarray:
-    """Least-squares dipole inversion with the brain support: ``min ||M (D (M chi) - f)||^2``, chi = 0
-    outside the mask M, by conjugate gradients on the normal equations, from `start` (default 0).
-
-    The tissue field comes from sources inside the brain only (the background field is removed), so
-    chi outside the mask is zero. That constraint, not a smoothness prior, is what makes the inversion
-    usable: the magic-angle cone's null space has no member confined to the mask. The data term is
-    taken inside the mask only (values outside the brain are not data), unlike `tv_admm`'s.
-    Noise makes the iterations semi-convergent: the error against the truth falls, then rises again
-    as noise is fitted, so the iteration count is the regulariser (docs/baselines.md has the curve;
-    80 iterations sit at its minimum on the phantom's training subjects).
-
-    With `start`, the iterations begin at that map (masked): `prediction` uses it to make the
-    network's QSM consistent with the measured field (docs/training.md, "Data-consistency
-    refinement"). Runs on the mask's bounding box padded by `pad_factor` (no wrap-around), float64.
-    """
-    if int(iterations) != iterations or iterations < 0:
-        raise ValueError(f"iterations must be a non-negative integer; got {iterations!r}")
-    field, inside = _prepare(field, mask)
-    if start is not None and np.shape(start) != field.shape:
-        raise ValueError(f"start shape {np.shape(start)} does not match the field shape {field.shape}")
-    box = _mask_box(inside)
-    support = inside[box]
-    shape = support.shape
-    padded = physics.padded_shape(shape, pad_factor)
-    kernel = physics.dipole_kernel(padded, voxel_size, b0_dir, rfft=True)
-    crop = tuple(slice(0, n) for n in shape)
-
-    def masked_dipole(chi: np.ndarray) -> np.ndarray:
-        """M D M chi on the box (D is real and symmetric, so this operator is its own adjoint)."""
-        spectrum = scipy.fft.rfftn(np.where(support, chi, 0.0), s=padded, workers=-1)
-        spectrum *= kernel
-        return np.where(support, scipy.fft.irfftn(spectrum, s=padded, workers=-1)[crop], 0.0)
-
-    chi = np.zeros(shape) if start is None else np.where(support, np.asarray(start, dtype=np.float64)[box], 0.0)
-    residual = masked_dipole(field[box]) - masked_dipole(masked_dipole(chi))
-    direction = residual.copy()
-    energy = float(np.vdot(residual, residual))
-    for _ in range(int(iterations)):
-        if energy == 0.0:
-            break
-        normal_direction = masked_dipole(masked_dipole(direction))
-        step = energy / float(np.vdot(direction, normal_direction))
-        chi += step * direction
-        residual -= step * normal_direction
-        new_energy = float(np.vdot(residual, residual))
-        direction = residual + (new_energy / energy) * direction
-        energy = new_energy
-    result = np.zeros(field.shape)
-    result[box] = chi
-    return np.where(inside, result, 0.0)
-
-
 Baseline = Callable[..., np.ndarray]
 BASELINES: dict[str, Baseline] = {
     "tkd": tkd,
     "tikhonov": tikhonov,
     "tv_admm": tv_admm,
-    "cg_support": support_cg,
     "qsm_minus": qsm_minus,
 }
 """Name -> inversion ``f(field, voxel_size, b0_dir, mask) -> chi`` with its documented defaults."""

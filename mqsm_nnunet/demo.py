@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mqsm_nnunet.demo_summary import DISPLAY_NAMES, METHODS_ORDER, NETWORK_ALONE, ordered, write_summary
+from mqsm_nnunet.demo_summary import DISPLAY_NAMES, METHODS_ORDER, ordered, write_summary
 
 DATASET_ID = 990
 DATASET_NAME = "MQSMDemo"
@@ -165,12 +165,10 @@ def run(args: argparse.Namespace) -> Path:
         steps.run(f"predict_{target.name}", [
             _tool("mqsm_predict"), "-i", str(raw / "imagesTs"), "-o", str(target), "-d", str(DATASET_ID), "-c",
             "3d_fullres", "-f", "all", "-tr", TRAINER, "-p", PLANS, "-device", device, "--disable_progress_bar",
-            "--save_network_qsm", *(["-chk", checkpoint.name] if checkpoint is not None else [])], env)
+            *(["-chk", checkpoint.name] if checkpoint is not None else [])], env)
 
-    steps.begin("classical dipole inversions on the same field maps (TKD, Tikhonov, TV-ADMM, CG with the brain "
-                "support, QSM-)")
-    method_files = {"mQSM": {case: predictions / f"{case}_qsm.nii.gz" for case in test_cases},
-                    NETWORK_ALONE: {case: predictions / f"{case}_qsm_network.nii.gz" for case in test_cases}}
+    steps.begin("classical dipole inversions on the same field maps (TKD, Tikhonov, TV-ADMM, QSM-)")
+    method_files = {"mQSM": {case: predictions / f"{case}_qsm.nii.gz" for case in test_cases}}
     method_files.update(_run_baselines(cohort, test_cases, out / "baselines"))
 
     steps.begin("evaluation against the phantom truth (QSM: Table 1; segmentation: Table 3)")
@@ -222,21 +220,17 @@ def _learning_curve(out: Path, cohort: Path, cases: list[str], snapshots: list[P
 
     folders = [(int(p.stem.removeprefix("checkpoint_epoch")), out / "predictions_curve" / p.stem) for p in snapshots]
     folders.append((epochs, out / "predictions"))
-    curve = {"iterations": [], "dice": [], "nrmse": [], "nrmse_network": []}
-    truth, masks = {c: cohort / c / "chi.nii.gz" for c in cases}, {c: cohort / c / "mask.nii.gz" for c in cases}
+    curve = {"iterations": [], "dice": [], "nrmse": []}
     for epoch, folder in folders:
         seg = segmentation_scores({c: folder / f"{c}.nii.gz" for c in cases},
                                   {c: cohort / c / "labels.nii.gz" for c in cases}, LABELS)
+        qsm = qsm_scores({c: folder / f"{c}_qsm.nii.gz" for c in cases}, {c: cohort / c / "chi.nii.gz" for c in cases},
+                         {c: cohort / c / "mask.nii.gz" for c in cases})
         curve["iterations"].append(epoch * iterations)
         curve["dice"].append(seg["mean_dice"])
-        curve["nrmse"].append(qsm_scores({c: folder / f"{c}_qsm.nii.gz" for c in cases}, truth, masks)["nrmse"])
-        curve["nrmse_network"].append(
-            qsm_scores({c: folder / f"{c}_qsm_network.nii.gz" for c in cases}, truth, masks)["nrmse"])
-    references = {DISPLAY_NAMES[m]: qsm_means[m]["nrmse"] for m in METHODS_ORDER
-                  if m not in ("mQSM", NETWORK_ALONE) and m in qsm_means}
-    curves = {"mQSM": curve, DISPLAY_NAMES[NETWORK_ALONE]: {"iterations": curve["iterations"],
-                                                          "nrmse": curve["nrmse_network"]}}
-    curve["figure"] = learning_curve_figure(out / "results" / "figures" / "learning_curve.png", curves,
+        curve["nrmse"].append(qsm["nrmse"])
+    references = {DISPLAY_NAMES[m]: qsm_means[m]["nrmse"] for m in METHODS_ORDER if m != "mQSM" and m in qsm_means}
+    curve["figure"] = learning_curve_figure(out / "results" / "figures" / "learning_curve.png", {"mQSM": curve},
                                             references, title="mQSM demo: held-out subjects during training")
     return curve
 

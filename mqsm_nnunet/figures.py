@@ -520,14 +520,13 @@ def learning_curve_figure(out_png: str | os.PathLike, curves: Mapping[str, Mappi
     """Held-out mean Dice (left) and QSM NRMSE (right) against training iterations, one line per method.
 
     Args:
-        curves: method -> {"iterations": [...], "dice": [...] (optional), "nrmse": [...] (optional, %)}.
+        curves: method -> {"iterations": [...], "dice": [...], "nrmse": [...] (optional, %)}.
         qsm_references: name -> NRMSE (%) drawn as horizontal lines (QSM-, TKD, TV-ADMM, ...).
     """
     figure = Figure(figsize=(11, 4.2))
     ax_dice, ax_qsm = figure.subplots(1, 2)
     for method, curve in curves.items():
-        if curve.get("dice"):
-            ax_dice.plot(curve["iterations"], curve["dice"], marker="o", label=method)
+        ax_dice.plot(curve["iterations"], curve["dice"], marker="o", label=method)
         if curve.get("nrmse"):
             ax_qsm.plot(curve["iterations"], curve["nrmse"], marker="o", label=method)
     for i, (name, value) in enumerate((qsm_references or {}).items()):

@@ -222,11 +222,11 @@ def convert_subject(job: Job) -> SubjectResult:
 
 
 def convert_for_inference(subject: Subject, options: ConversionOptions, output: str | Path,
-                          layout: dict[str, int] | None = None) -> tuple[float, float, float]:
+                          layout: dict[str, int] | None = None) -> None:
     """Write a subject's channel files (`layout`: the model's role -> index, by default what
     `convert_cohort` writes) into `output` exactly as `convert_cohort` writes them for training, so
     a model sees the same inputs at prediction (warnings as `ConversionWarning`). A subject without
-    a T1 gets no T1 file (QSM only). Returns the B0 direction used (voxel axes of the field map).
+    a T1 gets no T1 file (QSM only).
 
     Raises:
         ValueError: any validation failure, naming subject and file.
@@ -236,4 +236,3 @@ def convert_for_inference(subject: Subject, options: ConversionOptions, output: 
                       channel_layout(options.qsm_only) if layout is None else layout)
     for note in result.warnings:
         warnings.warn(note, ConversionWarning, stacklevel=2)
-    return result.b0_direction

@@ -24,8 +24,6 @@ from pathlib import Path
 
 from mqsm_nnunet.command import UsageError, run_command
 
-from mqsm_nnunet.prediction.refinement import DEFAULT_REFINE_ITERATIONS
-
 PROG = "mqsm_predict"
 DEFAULT_TRAINER = "mQSMTrainer"
 DEFAULT_PLANS = "mQSMPlans"
@@ -36,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="QSM and brain-region segmentation for new subjects with a trained mQSM model. Same flags "
                     "as nnUNetv2_predict; per case it writes the segmentation <case>.nii.gz and the QSM "
-                    "<case>_qsm.nii.gz (ppm, the input's exact geometry, 0 outside the brain mask; the network's "
-                    "map refined to explain the measured field, see --refine_iterations). Sliding "
+                    "<case>_qsm.nii.gz (ppm, the input's exact geometry, 0 outside the brain mask). Sliding "
                     "window with Gaussian weighting, mirroring test-time augmentation and averaging over folds "
                     "apply to both outputs. Subjects without a T1 (field map + mask only) get the QSM alone, "
                     "from any mQSM model: the reconstruction never reads the T1.",
@@ -77,13 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"),
                         help="device (default: cuda; use CUDA_VISIBLE_DEVICES to pick the GPU)")
     parser.add_argument("--disable_progress_bar", action="store_true")
-    qsm = parser.add_argument_group("QSM (beyond nnUNetv2_predict)")
-    qsm.add_argument("--refine_iterations", type=int, default=DEFAULT_REFINE_ITERATIONS, metavar="N",
-                     help="conjugate-gradient iterations that make the network's QSM explain the measured field "
-                          f"(brain support, native grid; default: {DEFAULT_REFINE_ITERATIONS}; 0: the network's map "
-                          "as it is)")
-    qsm.add_argument("--save_network_qsm", action="store_true",
-                     help="also write the unrefined network map as <case>_qsm_network.nii.gz")
     inhouse = parser.add_argument_group("in-house subject folders (as mqsm_convert)")
     inhouse.add_argument("--field-units", choices=("ppm", "hz", "rad"), default="ppm")
     inhouse.add_argument("--b0", type=float, default=None, help="field strength in tesla (hz/rad fields)")
@@ -110,8 +100,6 @@ def _folders(args: argparse.Namespace) -> tuple[Path, Path]:
 
     if args.npp < 1 or args.nps < 1:
         raise UsageError(f"-npp and -nps must be at least 1; got {args.npp} and {args.nps}")
-    if args.refine_iterations < 0:
-        raise UsageError(f"--refine_iterations must be 0 or more; got {args.refine_iterations}")
     input_dir = Path(args.input_folder)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"{input_dir}: input folder not found (`input_folder`)")
@@ -165,10 +153,8 @@ def run(args: argparse.Namespace) -> int:
                 options = ConversionOptions(field_units=args.field_units, b0=args.b0, te=args.te,
                                             b0_dir=tuple(args.b0_dir) if args.b0_dir else None)
                 print(f"{input_dir}: in-house subject folders; computing the network inputs (QSM-) first")
-                input_dir, b0_directions = stage_inhouse_cohort(input_dir, Path(tmp), dataset_json, options)
-            else:
-                b0_directions = {}
-            written = _predict(args, model_folder, folds, input_dir, out_dir, b0_directions)
+                input_dir = stage_inhouse_cohort(input_dir, Path(tmp), dataset_json, options)
+            written = _predict(args, model_folder, folds, input_dir, out_dir)
     except BaseException:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -177,8 +163,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace, model_folder: Path, folds: list, input_dir: Path, out_dir: Path,
-             b0_directions: dict[str, tuple[float, float, float]]) -> str:
+def _predict(args: argparse.Namespace, model_folder: Path, folds: list, input_dir: Path, out_dir: Path) -> str:
     import torch
 
     from mqsm_nnunet.prediction.predictor import mQSMPredictor
@@ -190,8 +175,7 @@ def _predict(args: argparse.Namespace, model_folder: Path, folds: list, input_di
     predictor = mQSMPredictor(tile_step_size=args.step_size, use_gaussian=True,
                               use_mirroring=not args.disable_tta, perform_everything_on_device=True,
                               device=device, verbose=args.verbose, verbose_preprocessing=args.verbose,
-                              allow_tqdm=not args.disable_progress_bar, refine_iterations=args.refine_iterations,
-                              save_network_qsm=args.save_network_qsm, b0_directions=b0_directions)
+                              allow_tqdm=not args.disable_progress_bar)
     try:
         predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name=args.checkpoint_name)
     except (EOFError, pickle.UnpicklingError, RuntimeError) as error:

@@ -77,7 +77,7 @@ def predict_qsm_only(predictor: mQSMPredictor, input_dir: Path, cases: Sequence[
         data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
         qsm = predictor.predict_qsm_ensemble(data)
         export_qsm(qsm, data[mask_channel], properties, predictor.configuration_manager, predictor.plans_manager,
-                   out_file, predictor.refinement(case, data, properties, out_file))
+                   out_file)
         print(f"{case}: wrote {out_file.name} (QSM only)")
         written.append(out_file)
     return written

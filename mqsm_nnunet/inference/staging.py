@@ -81,11 +81,10 @@ def check_channel_files(input_dir: Path, dataset_json: dict) -> list[str]:
 
 
 def stage_inhouse_cohort(input_dir: Path, staging_dir: Path, dataset_json: dict,
-                         options: ConversionOptions) -> tuple[Path, dict[str, tuple[float, float, float]]]:
+                         options: ConversionOptions) -> Path:
     """Convert every subject folder of `input_dir` into the model's channel files under `staging_dir`,
     with the QSM- thresholds the model was trained with (its dataset.json; refused when it does not
-    say). A subject folder without a T1 gets no T1 file (QSM only). Returns the folder and each
-    case's B0 direction (voxel axes), which the QSM refinement needs.
+    say). A subject folder without a T1 gets no T1 file (QSM only).
 
     Raises:
         ValueError: channel files mixed with subject folders, or any conversion error (naming subject and file).
@@ -99,8 +98,7 @@ def stage_inhouse_cohort(input_dir: Path, staging_dir: Path, dataset_json: dict,
                                 file_names=options.file_names)
     subjects = discover_inference_subjects(input_dir, options.file_names)
     staging_dir.mkdir(parents=True, exist_ok=True)
-    layout = MQSMChannels.from_dataset_json(dataset_json).layout()
-    b0_directions = {subject.case_id: convert_for_inference(subject, options, staging_dir, layout)
-                     for subject in subjects}
+    for subject in subjects:
+        convert_for_inference(subject, options, staging_dir, MQSMChannels.from_dataset_json(dataset_json).layout())
     check_channel_files(staging_dir, dataset_json)
-    return staging_dir, b0_directions
+    return staging_dir

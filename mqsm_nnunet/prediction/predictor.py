@@ -4,21 +4,19 @@ Nothing of nnU-Net's prediction is rewritten. The stock sliding window (Gaussian
 mirroring test-time augmentation) and the fold ensembling average whatever channels the network
 returns, so during our predictions the network is wrapped to return the segmentation logits with
 the QSM appended as one more channel; the predictor splits it off before nnU-Net's segmentation
-export and writes `<case>_qsm.nii.gz` itself (see `export.py`), refined against the case's measured
-field first (`refinement.py`). With `qsm_only` the wrapper runs the reconstruction net alone (the QSM never needs the T1 or the segmentation branch).
+export and writes `<case>_qsm.nii.gz` itself (see `export.py`). With `qsm_only` the wrapper runs
+the reconstruction net alone (the QSM never needs the T1 or the segmentation branch).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from torch import nn
 
 from mqsm_nnunet.prediction.export import export_qsm
-from mqsm_nnunet.prediction.refinement import DEFAULT_REFINE_ITERATIONS, Refinement, case_b0
 from mqsm_nnunet.dataset_metadata import MQSMChannels
 
 
@@ -53,22 +51,10 @@ class _HeadCount:
 
 
 class mQSMPredictor(nnUNetPredictor):
-    """nnUNetPredictor that also writes `<case>_qsm.nii.gz` (ppm, native geometry, 0 outside the mask).
+    """nnUNetPredictor that also writes `<case>_qsm.nii.gz` (ppm, native geometry, 0 outside the mask)."""
 
-    The QSM is the network's map refined against the case's field (`refinement.py`):
-    `refine_iterations` conjugate-gradient steps (0: the network's map as it is); with
-    `save_network_qsm` the unrefined map is written too, as `<case>_qsm_network.nii.gz`. B0 per case
-    comes from `b0_directions` (case -> (i, j, k)), else the model's dataset.json, else the image.
-    """
-
-    def __init__(self, *args, refine_iterations: int = DEFAULT_REFINE_ITERATIONS, save_network_qsm: bool = False,
-                 b0_directions: dict[str, Sequence[float]] | None = None, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if int(refine_iterations) != refine_iterations or refine_iterations < 0:
-            raise ValueError(f"refine_iterations must be a non-negative integer; got {refine_iterations!r}")
-        self.refine_iterations = int(refine_iterations)
-        self.save_network_qsm = save_network_qsm
-        self.b0_directions = dict(b0_directions or {})
         self._current_item: dict | None = None
 
     @property
@@ -86,15 +72,6 @@ class mQSMPredictor(nnUNetPredictor):
             yield
         finally:
             self.network, self.label_manager = network, label_manager
-
-    def refinement(self, case: str, data: torch.Tensor, properties: dict, out_file: str | Path) -> Refinement:
-        """How `export_qsm` refines and writes this case's QSM (`out_file`: its `<case>_qsm` file)."""
-        known = {**self.dataset_json.get("mqsm", {}).get("b0_direction", {}), **self.b0_directions}
-        out_file = Path(out_file)
-        network_file = (out_file.with_name(out_file.name.replace("_qsm", "_qsm_network", 1))
-                        if self.save_network_qsm else None)
-        return Refinement(field=data[self.channels.field], b0_ijk=case_b0(case, known, properties),
-                          iterations=self.refine_iterations, network_file=network_file)
 
     def predict_qsm(self, data: torch.Tensor) -> torch.Tensor:
         """Sliding-window QSM of one preprocessed case from the reconstruction net alone."""
@@ -120,9 +97,7 @@ class mQSMPredictor(nnUNetPredictor):
         item = self._current_item
         if item is not None and item.get("ofile") is not None:
             out_file = item["ofile"] + "_qsm" + self.dataset_json["file_ending"]
-            refinement = self.refinement(Path(item["ofile"]).name, data, item["data_properties"], out_file)
-            export_qsm(qsm, mask, item["data_properties"], self.configuration_manager, self.plans_manager, out_file,
-                       refinement)
+            export_qsm(qsm, mask, item["data_properties"], self.configuration_manager, self.plans_manager, out_file)
         return logits
 
     def predict_from_data_iterator(self, data_iterator: Iterable[dict], save_probabilities: bool = False,
