@@ -82,9 +82,10 @@ def test_mask_chi_and_field_follow_the_labels(default_subjects):
         assert not subject.mask[:, :, [0, -1]].any()
 
 
-def test_regional_susceptibility_near_literature(default_subjects):
+def test_regional_susceptibility_near_literature():
+    """On voxel-centre samples (supersampling 1); the default voxel means add partial volume."""
     limit = 2.5 * DEFAULT_CHI_VARIATION  # draws are truncated at 2.5 sd
-    for subject in default_subjects:
+    for subject in [make_subject(index, supersampling=1) for index in (1, 2)]:
         for name, literature in SUSCEPTIBILITY_PPB.items():
             drawn = subject.region_chi_ppb[name]
             assert abs(drawn / literature - 1) <= limit + 1e-9, name
@@ -98,17 +99,35 @@ def test_regional_susceptibility_near_literature(default_subjects):
         assert region_mean(subject, "veins", subject.chi) > region_mean(subject, "frontal_cortex_L", subject.chi)
 
 
-def test_field_is_dipole_model_of_chi_plus_noise(default_subjects):
-    for subject in default_subjects:
+def test_field_without_supersampling_is_the_grids_dipole_model_of_chi_plus_noise():
+    for subject in [make_subject(index, supersampling=1) for index in (1, 2)]:
         inside = subject.mask > 0
         clean = forward_field(subject.chi, subject.voxel_size, subject.b0_dir)
         assert subject.field_noise_std == pytest.approx(0.02 * clean[inside].std(), rel=1e-5)
         residual = (subject.field - clean)[inside]
         assert residual.std() == pytest.approx(subject.field_noise_std, rel=0.03)
         assert abs(residual.mean()) < 4 * subject.field_noise_std / np.sqrt(inside.sum())
-    noiseless = make_subject(1, noise=0.0, **TINY)
+    noiseless = make_subject(1, noise=0.0, supersampling=1, **TINY)
     expected = forward_field(noiseless.chi, noiseless.voxel_size, noiseless.b0_dir) * noiseless.mask
     np.testing.assert_allclose(noiseless.field, expected, atol=1e-7)
+
+
+def test_supersampled_field_is_not_the_grids_own_model_and_converges():
+    """By default chi and field come from a 2x finer grid: the field is close to the voxel grid's
+    dipole model of the (voxel-mean) chi, but not equal to it, by more than the noise (no inverse
+    crime); a 4x finer simulation moves it less than the 2x one moved the 1x one (convergence)."""
+    b0 = (0.0, 0.26, 0.97)
+    fields = {s: make_subject(1, b0_dir=b0, noise=0.0, supersampling=s, **TINY) for s in (1, 2, 4)}
+    subject = fields[2]
+    inside = subject.mask > 0
+    norm = np.linalg.norm(subject.field[inside])
+    model_error = np.linalg.norm((subject.field - forward_field(subject.chi, subject.voxel_size, b0))[inside]) / norm
+    assert 0.05 < model_error < 0.5
+    assert model_error > 5 * 0.02      # the default field noise (2 % of the field's sd) is far smaller
+    step_2 = np.linalg.norm((fields[2].field - fields[1].field)[inside])
+    step_4 = np.linalg.norm((fields[4].field - fields[2].field)[inside])
+    assert step_4 < 0.7 * step_2
+    assert np.all(subject.chi[~inside] == 0) and np.array_equal(subject.labels, fields[1].labels)
 
 
 def test_t1_contrast_ordering(default_subjects):
@@ -124,15 +143,15 @@ def test_t1_contrast_ordering(default_subjects):
 
 
 def test_same_anatomy_on_any_grid():
-    coarse = make_subject(4, shape=(33, 33, 25), voxel_size=(6.0, 6.0, 6.0))
-    fine = make_subject(4, shape=(65, 65, 49), voxel_size=(3.0, 3.0, 3.0))  # shares every other voxel centre
+    coarse = make_subject(4, shape=(33, 33, 25), voxel_size=(6.0, 6.0, 6.0), supersampling=1)
+    fine = make_subject(4, shape=(65, 65, 49), voxel_size=(3.0, 3.0, 3.0), supersampling=1)  # every other centre
     assert np.mean(fine.labels[::2, ::2, ::2] == coarse.labels) > 0.999
     np.testing.assert_allclose(fine.chi[::2, ::2, ::2], coarse.chi, atol=1e-6)
 
 
 @pytest.mark.parametrize("b0", [(0.3, -0.2, 1.0), (1.0, 0.0, 0.0), (0.0, 0.5, -1.0)])
 def test_oblique_b0_is_written_into_the_affine(b0):
-    subject = make_subject(1, b0_dir=b0, **TINY)
+    subject = make_subject(1, b0_dir=b0, supersampling=1, **TINY)
     unit = np.asarray(b0) / np.linalg.norm(b0)
     assert abs(b0_direction_from_affine(subject.affine) @ unit) == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(subject.voxel_size, TINY["voxel_size"])

@@ -30,6 +30,7 @@ DEFAULT_B0_DIR = (0.0, 0.0, 1.0)
 DEFAULT_FIELD_NOISE = 0.02   # field noise std / std of the noiseless field inside the brain
 DEFAULT_T1_NOISE = 0.02      # T1 Rician noise sigma / white-matter intensity
 DEFAULT_CHI_VARIATION = 0.12  # per-subject relative sd of each region's susceptibility
+FIELD_SUPERSAMPLING = 2       # chi and field simulated 2x finer per axis, then averaged onto the voxel grid
 
 ANATOMY_SCALE = (1.0, 0.95, 0.9)
 """MNI152 mm -> mean-subject mm per axis (MNI152 is larger than an average adult brain)."""
@@ -130,32 +131,52 @@ def _clipped(rng: np.random.Generator, sd: float, limit: float, n: int) -> np.nd
     return np.clip(rng.normal(0.0, sd, n), -limit, limit)
 
 
-def _anatomy_coordinates(rng: np.random.Generator | None, shape: tuple[int, ...],
-                         voxel_size: tuple[float, ...]) -> Space:
-    """MNI-like coordinates of every voxel: image mm -> warp -> undo pose -> undo size.
+@dataclass(frozen=True)
+class _Pose:
+    """A subject's placement of the anatomy in the image: size, rotation, shift (mm) and smooth warp."""
 
-    With rng None: the mean pose (size 1, no rotation, no shift, no warp), as for the template.
-    """
-    if rng is None:
-        scale, rotation, shift, warp = np.ones(3), np.eye(3), np.zeros(3), None
-    else:
+    scale: np.ndarray
+    rotation: np.ndarray
+    shift: np.ndarray
+    warp: list[SmoothField] | None
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator | None) -> "_Pose":
+        """A random pose; with rng None the mean pose (size 1, no rotation, shift or warp), as for the template."""
+        if rng is None:
+            return cls(np.ones(3), np.eye(3), np.zeros(3), None)
         scale = np.exp(_clipped(rng, POSE_SCALE_SD, POSE_SCALE_LIMIT, 1) + _clipped(rng, AXIS_SCALE_SD, AXIS_SCALE_LIMIT, 3))
         rotation = Rotation.from_euler("xyz", _clipped(rng, ROTATION_SD_DEG, ROTATION_LIMIT_DEG, 3), degrees=True).as_matrix()
         shift = _clipped(rng, SHIFT_SD_MM, SHIFT_LIMIT_MM, 3)
         warp = [SmoothField.draw(rng, (_FIELD_BOX[0],) * 3, (_FIELD_BOX[1],) * 3, WARP_SPACING_MM) for _ in range(3)]
-    axes = [((np.arange(n, dtype=np.float32) - (n - 1) / 2) * v).astype(np.float32) for n, v in zip(shape, voxel_size)]
-    image = np.meshgrid(*axes, indexing="ij")
-    if warp is not None:
-        displacement = [np.clip(w.sample(*image) * WARP_SD_MM, -WARP_LIMIT_MM, WARP_LIMIT_MM) for w in warp]
-        image = [image[k] + displacement[k] for k in range(3)]
-        del displacement
-    moved = [image[k] - np.float32(shift[k]) for k in range(3)]
-    del image
-    coords = []
-    for i in range(3):  # head = rotation^T (moved); mni = centre + head / size
-        head = moved[0] * np.float32(rotation[0, i]) + moved[1] * np.float32(rotation[1, i]) + moved[2] * np.float32(rotation[2, i])
-        coords.append(head / np.float32(ANATOMY_SCALE[i] * scale[i]) + np.float32(HEAD_CENTRE[i]))
-    return Space(*coords)
+        return cls(scale, rotation, shift, warp)
+
+    def coordinates(self, shape: tuple[int, ...], voxel_size: tuple[float, ...]) -> Space:
+        """MNI-like coordinates of every voxel of a grid centred on the head: image mm -> warp -> undo
+        pose -> undo size. Continuous in position, so any grid samples the same anatomy."""
+        axes = [((np.arange(n, dtype=np.float32) - (n - 1) / 2) * v).astype(np.float32) for n, v in zip(shape, voxel_size)]
+        image = np.meshgrid(*axes, indexing="ij")
+        if self.warp is not None:
+            displacement = [np.clip(w.sample(*image) * WARP_SD_MM, -WARP_LIMIT_MM, WARP_LIMIT_MM) for w in self.warp]
+            image = [image[k] + displacement[k] for k in range(3)]
+            del displacement
+        moved = [image[k] - np.float32(self.shift[k]) for k in range(3)]
+        del image
+        coords = []
+        for i in range(3):  # head = rotation^T (moved); mni = centre + head / size
+            rotation = self.rotation
+            head = (moved[0] * np.float32(rotation[0, i]) + moved[1] * np.float32(rotation[1, i])
+                    + moved[2] * np.float32(rotation[2, i]))
+            coords.append(head / np.float32(ANATOMY_SCALE[i] * self.scale[i]) + np.float32(HEAD_CENTRE[i]))
+        return Space(*coords)
+
+
+def _block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over factor^3 blocks: a finer grid's voxels back onto the grid it subdivides."""
+    if factor == 1:
+        return volume
+    n = [size // factor for size in volume.shape]
+    return volume.reshape(n[0], factor, n[1], factor, n[2], factor).mean(axis=(1, 3, 5), dtype=np.float64)
 
 
 def _regional_chi(rng: np.random.Generator, variation: float) -> np.ndarray:
@@ -199,7 +220,8 @@ def _warn_if_cut(mask: np.ndarray, voxel_size: Sequence[float], what: str) -> No
 
 def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE,
                  b0_dir: Sequence[float] | None = None, seed: int = 0, *, noise: float = DEFAULT_FIELD_NOISE,
-                 t1_noise: float = DEFAULT_T1_NOISE, chi_variation: float = DEFAULT_CHI_VARIATION) -> PhantomSubject:
+                 t1_noise: float = DEFAULT_T1_NOISE, chi_variation: float = DEFAULT_CHI_VARIATION,
+                 supersampling: int = FIELD_SUPERSAMPLING) -> PhantomSubject:
     """Generate subject `index` (>= 0; the cohort writes 1..N as sub-001...) of cohort `seed`.
 
     Args:
@@ -209,6 +231,10 @@ def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: S
         noise: field noise sd as a fraction of the noiseless field's sd inside the brain.
         t1_noise: T1 Rician noise sigma as a fraction of the white-matter intensity.
         chi_variation: per-subject relative sd of every region's susceptibility.
+        supersampling: chi and its field are simulated on a grid this many times finer per axis and
+            averaged back onto the voxel grid (chi = the voxel's mean susceptibility), so the field
+            is not the voxel grid's own discrete dipole model of chi: an inversion with that kernel
+            does not get the data its model made ("inverse crime", docs/phantom.md). 1: it is.
 
     Warns (UserWarning) when the brain touches the edge of the field of view.
 
@@ -222,20 +248,39 @@ def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: S
     rng_anatomy, rng_values, rng_scan = (np.random.default_rng(s)
                                          for s in np.random.SeedSequence([int(seed), int(index)]).spawn(3))
 
+    if int(supersampling) != supersampling or supersampling < 1:
+        raise ValueError(f"supersampling must be an integer >= 1; got {supersampling!r}")
     anatomy = build_anatomy(rng_anatomy)
-    space = _anatomy_coordinates(rng_anatomy, shape, voxel_size)
+    pose = _Pose.draw(rng_anatomy)
+    space = pose.coordinates(shape, voxel_size)
     gyri = SmoothField.draw(rng_anatomy, *_ANATOMY_BOX, GYRI_SPACING_MM)
     labels, outer = render(space, anatomy, gyri.sample)
     mask = labels > 0
 
     values = _regional_chi(rng_values, chi_variation)
     texture = SmoothField.draw(rng_values, *_ANATOMY_BOX, TEXTURE_SPACING_MM, upsample=2)
-    inside = labels[mask]
     spread = TEXTURE_RELATIVE * np.abs(values) + TEXTURE_PPB
-    chi = np.zeros(shape, dtype=np.float32)
-    chi[mask] = (values[inside] + spread[inside] * texture.sample(*(c[mask] for c in space.coords))) / 1000.0
 
-    clean = forward_field(chi, voxel_size, b0)
+    def susceptibility(grid_space: Space, grid_labels: np.ndarray) -> np.ndarray:
+        """chi (ppm) on a grid from its labels: regional value plus within-region texture."""
+        brain = grid_labels > 0
+        inside = grid_labels[brain]
+        chi = np.zeros(grid_labels.shape, dtype=np.float32)
+        chi[brain] = (values[inside] + spread[inside] * texture.sample(*(c[brain] for c in grid_space.coords))) / 1000.0
+        return chi
+
+    if supersampling == 1:
+        chi = susceptibility(space, labels)
+        clean = forward_field(chi, voxel_size, b0)
+    else:
+        fine_shape = tuple(n * int(supersampling) for n in shape)
+        fine_voxel = tuple(v / supersampling for v in voxel_size)
+        fine_space = pose.coordinates(fine_shape, fine_voxel)
+        fine_chi = susceptibility(fine_space, render(fine_space, anatomy, gyri.sample)[0])
+        del fine_space
+        clean = _block_mean(forward_field(fine_chi, fine_voxel, b0), int(supersampling)).astype(np.float32)
+        chi = np.where(mask, _block_mean(fine_chi, int(supersampling)), 0.0).astype(np.float32)
+        del fine_chi
     noise_std = float(noise * clean[mask].std()) if mask.any() else 0.0
     field = np.zeros(shape, dtype=np.float32)
     field[mask] = clean[mask] + noise_std * rng_scan.standard_normal(int(mask.sum()), dtype=np.float32)
@@ -281,7 +326,7 @@ def make_template(shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: Sequence[flo
     check_levels(0.0, t1_noise, 0.0)
     rng_anatomy, rng_scan = (np.random.default_rng(s)
                              for s in np.random.SeedSequence([int(seed), *TEMPLATE_STREAM]).spawn(2))
-    space = _anatomy_coordinates(None, shape, voxel_size)
+    space = _Pose.draw(None).coordinates(shape, voxel_size)
     gyri = SmoothField.draw(rng_anatomy, *_ANATOMY_BOX, GYRI_SPACING_MM)
     labels, outer = render(space, build_anatomy(None), gyri.sample)
     mask = labels > 0
