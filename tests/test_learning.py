@@ -1,7 +1,8 @@
 """Tests that fail when learning breaks, on the real nnU-Net trainer, data loader and augmentation.
 
 One module fixture builds a tiny noiseless phantom dataset through the real CLIs (phantom ->
-mqsm_convert -> mqsm_plan_and_preprocess) with an oblique B0, and a twin dataset whose QSM- channel
+mqsm_convert -> mqsm_plan_and_preprocess) with an oblique B0 and `--supersampling 1` (the field is
+the grid's exact dipole model of chi, so the truth's misfit can be held to zero), and a twin dataset whose QSM- channel
 holds the true susceptibility (so the truth travels through preprocessing and augmentation exactly
 like the network's own QSM would). The trainer is built in this process from that dataset.
 """
@@ -43,7 +44,7 @@ def datasets(tmp_path_factory):
         Path(env[key]).mkdir()
     cohort = root / "cohort"
     _run(["mqsm_phantom", "-o", str(cohort), "-n", str(N_SUBJECTS), "--shape", *SHAPE, "--voxel-size", *VOXEL,
-          "--b0-dir", *map(str, B0_DIR), "--noise", "0", "--seed", "41", "--quiet"], env)
+          "--b0-dir", *map(str, B0_DIR), "--noise", "0", "--supersampling", "1", "--seed", "41", "--quiet"], env)
     for dataset_id, name in ((771, "Learn"), (772, "Truth")):
         _run(["mqsm_convert", "-i", str(cohort), "-d", str(dataset_id), "-n", name, "-np", "1"], env)
     truth_raw = root / "raw" / "Dataset772_Truth"

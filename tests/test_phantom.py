@@ -128,6 +128,8 @@ def test_supersampled_field_is_not_the_grids_own_model_and_converges():
     step_4 = np.linalg.norm((fields[4].field - fields[2].field)[inside])
     assert step_4 < 0.7 * step_2
     assert np.all(subject.chi[~inside] == 0) and np.array_equal(subject.labels, fields[1].labels)
+    with pytest.raises(ValueError, match="supersampling"):
+        make_subject(1, supersampling=0, **TINY)
 
 
 def test_t1_contrast_ordering(default_subjects):
@@ -194,6 +196,7 @@ def test_cli_writes_layout_and_summary(tmp_path, capsys):
     (["--b0-dir", "0", "0", "0"], "b0_dir"),
     (["--shape", "32", "0", "24"], "shape"),
     (["--noise", "-0.1"], "noise"),
+    (["--supersampling", "0"], "supersampling"),
 ])
 def test_cli_rejects_bad_values(tmp_path, capsys, arguments, message):
     with pytest.raises(SystemExit) as exit_info:

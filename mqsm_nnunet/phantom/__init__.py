@@ -11,7 +11,8 @@ Modules: `anatomy` (label table, tissue values, shapes), `random_fields` (smooth
 from mqsm_nnunet.phantom.anatomy import LABELS, REGION_TISSUE, SUSCEPTIBILITY_PPB, TISSUES, Tissue
 from mqsm_nnunet.phantom.cohort import TEMPLATE_FILES, CohortSummary, main, write_cohort, write_template
 from mqsm_nnunet.phantom.subject import (DEFAULT_B0_DIR, DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE,
-                                         DEFAULT_T1_NOISE, DEFAULT_VOXEL_SIZE, PhantomSubject, PhantomTemplate,
+                                         DEFAULT_T1_NOISE, DEFAULT_VOXEL_SIZE, FIELD_SUPERSAMPLING, PhantomSubject,
+                                         PhantomTemplate,
                                          grid_affine, make_subject, make_template)
 
 __all__ = [
@@ -19,5 +20,5 @@ __all__ = [
     "PhantomSubject", "make_subject", "grid_affine", "CohortSummary", "write_cohort", "main",
     "PhantomTemplate", "make_template", "write_template", "TEMPLATE_FILES",
     "DEFAULT_SHAPE", "DEFAULT_VOXEL_SIZE", "DEFAULT_B0_DIR", "DEFAULT_FIELD_NOISE", "DEFAULT_T1_NOISE",
-    "DEFAULT_CHI_VARIATION",
+    "DEFAULT_CHI_VARIATION", "FIELD_SUPERSAMPLING",
 ]

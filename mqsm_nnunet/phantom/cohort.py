@@ -24,7 +24,8 @@ from mqsm_nnunet.files import atomic_folder, write_text_atomic
 from mqsm_nnunet.nifti import write_volume
 from mqsm_nnunet.phantom.anatomy import LABELS, SUSCEPTIBILITY_PPB
 from mqsm_nnunet.phantom.subject import (DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE, DEFAULT_T1_NOISE,
-                                         DEFAULT_VOXEL_SIZE, check_grid, check_levels, make_subject, make_template)
+                                         DEFAULT_VOXEL_SIZE, FIELD_SUPERSAMPLING, check_grid, check_levels,
+                                         check_supersampling, make_subject, make_template)
 
 # Entries of OUT that the generator owns (replaced with --overwrite); anything else is left alone.
 _OWNED = re.compile(r"^(labels\.json|sub-\d+|\.sub-\d+\..+)$")
@@ -89,8 +90,8 @@ def _write_labels_json(out_dir: Path) -> None:
 def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[int] = DEFAULT_SHAPE,
                  voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE, b0_dir: Sequence[float] | None = None,
                  seed: int = 0, *, noise: float = DEFAULT_FIELD_NOISE, t1_noise: float = DEFAULT_T1_NOISE,
-                 chi_variation: float = DEFAULT_CHI_VARIATION, overwrite: bool = False,
-                 progress: bool = False) -> CohortSummary:
+                 chi_variation: float = DEFAULT_CHI_VARIATION, supersampling: int = FIELD_SUPERSAMPLING,
+                 overwrite: bool = False, progress: bool = False) -> CohortSummary:
     """Write subjects 1..n_subjects of cohort `seed` (see `make_subject` for the arguments).
 
     Raises:
@@ -103,6 +104,7 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[in
         raise ValueError(f"seed must be an integer >= 0; got {seed}")
     shape, voxel_size, b0 = check_grid(shape, voxel_size, b0_dir)
     check_levels(noise, t1_noise, chi_variation)
+    check_supersampling(supersampling)
     out_dir = Path(out_dir)
     _prepare_output(out_dir, overwrite)
     _write_labels_json(out_dir)
@@ -113,7 +115,7 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[in
     start = time.perf_counter()
     for index in tqdm(range(1, int(n_subjects) + 1), desc="mqsm_phantom", unit="subject", disable=not progress):
         subject = make_subject(index, shape, voxel_size, b0, seed, noise=noise, t1_noise=t1_noise,
-                               chi_variation=chi_variation)
+                               chi_variation=chi_variation, supersampling=supersampling)
         name = f"sub-{index:03d}"
         with atomic_folder(out_dir / name) as build:
             for role, data, dtype in (("t1", subject.t1, np.float32), ("field", subject.field, np.float32),
@@ -182,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (default: %(default)s)")
     parser.add_argument("--noise", type=float, default=DEFAULT_FIELD_NOISE,
                         help="field noise sd as a fraction of the in-brain field sd (default: %(default)s)")
+    parser.add_argument("--supersampling", type=int, default=FIELD_SUPERSAMPLING, metavar="N",
+                        help="simulate chi and the field N times finer per axis and average them onto the grid "
+                             "(default: %(default)s; 1: the field is the grid's own discrete dipole model of chi, "
+                             "exact for physics tests but an inverse crime for comparing inversions)")
     parser.add_argument("--t1-noise", type=float, default=DEFAULT_T1_NOISE,
                         help="T1 noise sigma as a fraction of white matter (default: %(default)s)")
     parser.add_argument("--chi-variation", type=float, default=DEFAULT_CHI_VARIATION,
@@ -198,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output is not None:
             summary = write_cohort(args.output, args.subjects, args.shape, args.voxel_size, args.b0_dir, args.seed,
                                    noise=args.noise, t1_noise=args.t1_noise, chi_variation=args.chi_variation,
+                                   supersampling=args.supersampling,
                                    overwrite=args.overwrite, progress=not args.quiet)
             if not args.quiet:
                 print(summary.report())

@@ -127,6 +127,12 @@ def grid_affine(shape: Sequence[int], voxel_size: Sequence[float], b0_dir: Seque
     return affine
 
 
+def check_supersampling(supersampling: int) -> None:
+    """Raises ValueError unless `supersampling` is an integer >= 1."""
+    if int(supersampling) != supersampling or supersampling < 1:
+        raise ValueError(f"supersampling must be an integer >= 1; got {supersampling!r}")
+
+
 def _clipped(rng: np.random.Generator, sd: float, limit: float, n: int) -> np.ndarray:
     return np.clip(rng.normal(0.0, sd, n), -limit, limit)
 
@@ -248,8 +254,7 @@ def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: S
     rng_anatomy, rng_values, rng_scan = (np.random.default_rng(s)
                                          for s in np.random.SeedSequence([int(seed), int(index)]).spawn(3))
 
-    if int(supersampling) != supersampling or supersampling < 1:
-        raise ValueError(f"supersampling must be an integer >= 1; got {supersampling!r}")
+    check_supersampling(supersampling)
     anatomy = build_anatomy(rng_anatomy)
     pose = _Pose.draw(rng_anatomy)
     space = pose.coordinates(shape, voxel_size)
