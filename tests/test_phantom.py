@@ -132,6 +132,14 @@ def test_supersampled_field_is_not_the_grids_own_model_and_converges():
         make_subject(1, supersampling=0, **TINY)
 
 
+def test_large_grids_fall_back_to_the_grids_own_field_model_with_a_warning():
+    from mqsm_nnunet.phantom.subject import default_supersampling
+
+    assert default_supersampling((64, 64, 48)) == 2
+    with pytest.warns(UserWarning, match="inverse crime"):
+        assert default_supersampling((256, 256, 136)) == 1
+
+
 def test_t1_contrast_ordering(default_subjects):
     for subject in default_subjects:
         t1 = {name: region_mean(subject, name, subject.t1) for name in SUSCEPTIBILITY_PPB}

@@ -24,8 +24,8 @@ from mqsm_nnunet.files import atomic_folder, write_text_atomic
 from mqsm_nnunet.nifti import write_volume
 from mqsm_nnunet.phantom.anatomy import LABELS, SUSCEPTIBILITY_PPB
 from mqsm_nnunet.phantom.subject import (DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE, DEFAULT_T1_NOISE,
-                                         DEFAULT_VOXEL_SIZE, FIELD_SUPERSAMPLING, check_grid, check_levels,
-                                         check_supersampling, make_subject, make_template)
+                                         DEFAULT_VOXEL_SIZE, FIELD_SUPERSAMPLING, MAX_SUPERSAMPLED_VOXELS, check_grid,
+                                         check_levels, check_supersampling, make_subject, make_template)
 
 # Entries of OUT that the generator owns (replaced with --overwrite); anything else is left alone.
 _OWNED = re.compile(r"^(labels\.json|sub-\d+|\.sub-\d+\..+)$")
@@ -90,7 +90,7 @@ def _write_labels_json(out_dir: Path) -> None:
 def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[int] = DEFAULT_SHAPE,
                  voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE, b0_dir: Sequence[float] | None = None,
                  seed: int = 0, *, noise: float = DEFAULT_FIELD_NOISE, t1_noise: float = DEFAULT_T1_NOISE,
-                 chi_variation: float = DEFAULT_CHI_VARIATION, supersampling: int = FIELD_SUPERSAMPLING,
+                 chi_variation: float = DEFAULT_CHI_VARIATION, supersampling: int | None = None,
                  overwrite: bool = False, progress: bool = False) -> CohortSummary:
     """Write subjects 1..n_subjects of cohort `seed` (see `make_subject` for the arguments).
 
@@ -184,10 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (default: %(default)s)")
     parser.add_argument("--noise", type=float, default=DEFAULT_FIELD_NOISE,
                         help="field noise sd as a fraction of the in-brain field sd (default: %(default)s)")
-    parser.add_argument("--supersampling", type=int, default=FIELD_SUPERSAMPLING, metavar="N",
-                        help="simulate chi and the field N times finer per axis and average them onto the grid "
-                             "(default: %(default)s; 1: the field is the grid's own discrete dipole model of chi, "
-                             "exact for physics tests but an inverse crime for comparing inversions)")
+    parser.add_argument("--supersampling", type=int, default=None, metavar="N",
+                        help=f"simulate chi and the field N times finer per axis and average them onto the grid "
+                             f"(default: {FIELD_SUPERSAMPLING}, or 1 with a warning for grids whose finer version would "
+                             f"exceed {MAX_SUPERSAMPLED_VOXELS:,} voxels; 1: the field is the grid's own discrete dipole "
+                             "model of chi, exact for physics tests but an inverse crime for comparing inversions)")
     parser.add_argument("--t1-noise", type=float, default=DEFAULT_T1_NOISE,
                         help="T1 noise sigma as a fraction of white matter (default: %(default)s)")
     parser.add_argument("--chi-variation", type=float, default=DEFAULT_CHI_VARIATION,

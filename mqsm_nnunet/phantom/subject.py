@@ -31,6 +31,7 @@ DEFAULT_FIELD_NOISE = 0.02   # field noise std / std of the noiseless field insi
 DEFAULT_T1_NOISE = 0.02      # T1 Rician noise sigma / white-matter intensity
 DEFAULT_CHI_VARIATION = 0.12  # per-subject relative sd of each region's susceptibility
 FIELD_SUPERSAMPLING = 2       # chi and field simulated 2x finer per axis, then averaged onto the voxel grid
+MAX_SUPERSAMPLED_VOXELS = 2 ** 24  # larger fine grids (a 1 mm head) fall back to 1: memory and time
 
 ANATOMY_SCALE = (1.0, 0.95, 0.9)
 """MNI152 mm -> mean-subject mm per axis (MNI152 is larger than an average adult brain)."""
@@ -127,10 +128,22 @@ def grid_affine(shape: Sequence[int], voxel_size: Sequence[float], b0_dir: Seque
     return affine
 
 
-def check_supersampling(supersampling: int) -> None:
-    """Raises ValueError unless `supersampling` is an integer >= 1."""
-    if int(supersampling) != supersampling or supersampling < 1:
+def check_supersampling(supersampling: int | None) -> None:
+    """Raises ValueError unless `supersampling` is None or an integer >= 1."""
+    if supersampling is not None and (int(supersampling) != supersampling or supersampling < 1):
         raise ValueError(f"supersampling must be an integer >= 1; got {supersampling!r}")
+
+
+def default_supersampling(shape: Sequence[int]) -> int:
+    """`FIELD_SUPERSAMPLING`, or 1 where the finer grid would exceed `MAX_SUPERSAMPLED_VOXELS` (the
+    default 64 x 64 x 48 grid is 1.6 M fine voxels; a 256 x 256 x 136 head at 1 mm would be 71 M,
+    several GB for the padded FFT), with a UserWarning that the field is then the grid's own model."""
+    if int(np.prod(shape)) * FIELD_SUPERSAMPLING ** 3 <= MAX_SUPERSAMPLED_VOXELS:
+        return FIELD_SUPERSAMPLING
+    warnings.warn(f"grid {tuple(shape)} is too large to simulate the field {FIELD_SUPERSAMPLING}x finer: the field "
+                  "is the grid's own dipole model of chi (an inverse crime for comparing inversions; "
+                  "docs/phantom.md); pass supersampling explicitly to force it", UserWarning, stacklevel=3)
+    return 1
 
 
 def _clipped(rng: np.random.Generator, sd: float, limit: float, n: int) -> np.ndarray:
@@ -227,7 +240,7 @@ def _warn_if_cut(mask: np.ndarray, voxel_size: Sequence[float], what: str) -> No
 def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE,
                  b0_dir: Sequence[float] | None = None, seed: int = 0, *, noise: float = DEFAULT_FIELD_NOISE,
                  t1_noise: float = DEFAULT_T1_NOISE, chi_variation: float = DEFAULT_CHI_VARIATION,
-                 supersampling: int = FIELD_SUPERSAMPLING) -> PhantomSubject:
+                 supersampling: int | None = None) -> PhantomSubject:
     """Generate subject `index` (>= 0; the cohort writes 1..N as sub-001...) of cohort `seed`.
 
     Args:
@@ -241,6 +254,7 @@ def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: S
             averaged back onto the voxel grid (chi = the voxel's mean susceptibility), so the field
             is not the voxel grid's own discrete dipole model of chi: an inversion with that kernel
             does not get the data its model made ("inverse crime", docs/phantom.md). 1: it is.
+            None: `default_supersampling(shape)`.
 
     Warns (UserWarning) when the brain touches the edge of the field of view.
 
@@ -255,6 +269,7 @@ def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: S
                                          for s in np.random.SeedSequence([int(seed), int(index)]).spawn(3))
 
     check_supersampling(supersampling)
+    supersampling = default_supersampling(shape) if supersampling is None else int(supersampling)
     anatomy = build_anatomy(rng_anatomy)
     pose = _Pose.draw(rng_anatomy)
     space = pose.coordinates(shape, voxel_size)
