@@ -12,8 +12,7 @@ from mqsm_nnunet.phantom.anatomy import LABELS, REGION_TISSUE, SUSCEPTIBILITY_PP
 from mqsm_nnunet.phantom.cohort import TEMPLATE_FILES, CohortSummary, main, write_cohort, write_template
 from mqsm_nnunet.phantom.subject import (DEFAULT_B0_DIR, DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE,
                                          DEFAULT_T1_NOISE, DEFAULT_VOXEL_SIZE, FIELD_SUPERSAMPLING, PhantomSubject,
-                                         PhantomTemplate,
-                                         grid_affine, make_subject, make_template)
+                                         PhantomTemplate, grid_affine, make_subject, make_template)
 
 __all__ = [
     "LABELS", "REGION_TISSUE", "SUSCEPTIBILITY_PPB", "TISSUES", "Tissue",

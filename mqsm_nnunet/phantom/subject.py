@@ -181,9 +181,8 @@ class _Pose:
             del displacement
         moved = [image[k] - np.float32(self.shift[k]) for k in range(3)]
         del image
-        coords = []
+        coords, rotation = [], self.rotation
         for i in range(3):  # head = rotation^T (moved); mni = centre + head / size
-            rotation = self.rotation
             head = (moved[0] * np.float32(rotation[0, i]) + moved[1] * np.float32(rotation[1, i])
                     + moved[2] * np.float32(rotation[2, i]))
             coords.append(head / np.float32(ANATOMY_SCALE[i] * self.scale[i]) + np.float32(HEAD_CENTRE[i]))
@@ -192,8 +191,6 @@ class _Pose:
 
 def _block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
     """Mean over factor^3 blocks: a finer grid's voxels back onto the grid it subdivides."""
-    if factor == 1:
-        return volume
     n = [size // factor for size in volume.shape]
     return volume.reshape(n[0], factor, n[1], factor, n[2], factor).mean(axis=(1, 3, 5), dtype=np.float64)
 
@@ -293,13 +290,13 @@ def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: S
         chi = susceptibility(space, labels)
         clean = forward_field(chi, voxel_size, b0)
     else:
-        fine_shape = tuple(n * int(supersampling) for n in shape)
+        fine_shape = tuple(n * supersampling for n in shape)
         fine_voxel = tuple(v / supersampling for v in voxel_size)
         fine_space = pose.coordinates(fine_shape, fine_voxel)
         fine_chi = susceptibility(fine_space, render(fine_space, anatomy, gyri.sample)[0])
         del fine_space
-        clean = _block_mean(forward_field(fine_chi, fine_voxel, b0), int(supersampling)).astype(np.float32)
-        chi = np.where(mask, _block_mean(fine_chi, int(supersampling)), 0.0).astype(np.float32)
+        clean = _block_mean(forward_field(fine_chi, fine_voxel, b0), supersampling).astype(np.float32)
+        chi = np.where(mask, _block_mean(fine_chi, supersampling), 0.0).astype(np.float32)
         del fine_chi
     noise_std = float(noise * clean[mask].std()) if mask.any() else 0.0
     field = np.zeros(shape, dtype=np.float32)
