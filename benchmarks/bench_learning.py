@@ -7,16 +7,18 @@ held out and never trained on), every method trains the same number of iteration
     stock_t1         nnUNetTrainer_tinyLength, T1 only, nnUNetPlans  (nnU-Net's own recipe, shortened)
     stock_all        nnUNetTrainer_tinyLength, all 4 channels, nnUNetPlans
     stock_t1_recipe  nnUNetTrainer_tinyRecipe, T1 only (stock network, mQSM's short recipe)
+    stock_all_recipe nnUNetTrainer_tinyRecipe, all 4 channels (stock network, mQSM's short recipe)
     mqsm_unet        mQSMTrainer_tiny_UNet   (two streams, no fusion)
     mqsm_sa          mQSMTrainer_tiny_SA     (+ self-attention)
     mqsm             mQSMTrainer_tiny        (+ mutual attention = mQSM; default loss)
     mqsm_paper       mQSMTrainer_tiny_paperLoss (mQSM with the paper's Eq. 5 alone)
     mqsm_wide_t1     mQSMTrainer_tiny_wideT1 (mQSM, T1 stream the whole stage width, QSM half of it)
+    mqsm_qsm_map     mQSMTrainer_tiny_qsmMap (mQSM, QSM stream also reads the reconstructed map)
 
 Printed per method: held-out mean Dice over the regions and per group (deep nuclei, cortex, other),
 QSM NRMSE / HFEN against the true chi (mQSM methods), beside QSM-, TKD, Tikhonov and TV-ADMM on the
-same subjects, and seconds per training iteration as a ratio to stock_t1 (or stock_t1_recipe when
-stock_t1 is not run; epoch time / iterations, so nnU-Net's per-epoch validation batches are included
+same subjects, and seconds per training iteration as a ratio to stock_t1 (or the first stock method
+run; epoch time / iterations, so nnU-Net's per-epoch validation batches are included
 alike). --repeats N trains every method N times (interleaved) and reports the mean and range: one
 short training's Dice varies by about 0.1, so a single run cannot separate two methods closer than
 that. With --curve, every method also keeps
@@ -61,6 +63,8 @@ METHODS = {
     "mqsm": ("mQSMTrainer_tiny", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "mqsm_paper": ("mQSMTrainer_tiny_paperLoss", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "mqsm_wide_t1": ("mQSMTrainer_tiny_wideT1", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm_qsm_map": ("mQSMTrainer_tiny_qsmMap", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "stock_all_recipe": ("nnUNetTrainer_tinyRecipe", "nnUNetPlans", MQSM_ID, "nnUNetv2_predict"),
 }
 BASELINE_NAMES = {"qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD", "tikhonov": "Tikhonov", "tv_admm": "TV-ADMM"}
 
@@ -243,20 +247,20 @@ def classical_baselines(cohort: Path, cases: list[str], out: Path) -> dict[str, 
 
 
 def table(results: dict, baselines: dict) -> str:
-    base = next((m for m in ("stock_t1", "stock_t1_recipe") if m in results), None)
-    reference = results[base]["s_per_iteration"] if base else None
+    base = next((m for m in ("stock_t1", "stock_t1_recipe", "stock_all_recipe", "stock_all") if m in results),
+                next(iter(results)))
+    reference = results[base]["s_per_iteration"]
     lines = ["| method | trainer | runs | mean Dice (range) | deep nuclei | cortex | other | QSM NRMSE (%) | HFEN (%) "
-             f"| s/it | x {base or 'stock_t1'} |",
+             f"| s/it | x {base} |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, r in results.items():
-        qsm = r.get("qsm", {})
-        ratio = r["s_per_iteration"] / reference if reference else float("nan")
+        qsm = {k: f"{v:.1f}" for k, v in r.get("qsm", {}).items()}
         low, high = r["dice_range"]
         dice = f"{r['mean_dice']:.3f}" + (f" ({low:.3f}-{high:.3f})" if len(r["runs"]) > 1 else "")
         lines.append(f"| {method} | {r['trainer']} | {len(r['runs'])} | {dice} | {r['groups']['deep nuclei']:.3f} | "
                      f"{r['groups']['cortex']:.3f} | {r['groups']['other']:.3f} | "
-                     f"{qsm.get('nrmse', float('nan')):.1f} | {qsm.get('hfen', float('nan')):.1f} | "
-                     f"{r['s_per_iteration']:.2f} | {ratio:.2f} |")
+                     f"{qsm.get('nrmse', '')} | {qsm.get('hfen', '')} | "
+                     f"{r['s_per_iteration']:.2f} | {r['s_per_iteration'] / reference:.2f} |")
     for method, q in baselines.items():
         lines.append(f"| {BASELINE_NAMES.get(method, method)} | classical | | | | | | {q['nrmse']:.1f} | "
                      f"{q['hfen']:.1f} | | |")

@@ -7,6 +7,7 @@ from torch import nn
 
 from mqsm_nnunet.losses import ReconstructionLoss
 from mqsm_nnunet.network import MQSMNet, MutualTransformer, ReconstructionNet
+from mqsm_nnunet.network.reconstruction import MAP_SCALE_PPM
 
 torch.set_num_threads(2)
 
@@ -216,9 +217,10 @@ def _recon_loss(qsm, x):
     return ReconstructionLoss()(qsm, x[:, 2:3], x[:, 1:2], (x[:, 3:4] > 0).float()).total
 
 
-def test_segmentation_loss_does_not_train_the_reconstruction_net():
+@pytest.mark.parametrize("qsm_stream_map", [False, True])
+def test_segmentation_loss_does_not_train_the_reconstruction_net(qsm_stream_map):
     torch.manual_seed(0)
-    net = tiny_net()
+    net = tiny_net(qsm_stream_map=qsm_stream_map)
     with torch.no_grad():  # a trained output layer: at 0 it passes no gradient into the trunk
         net.recon.out_conv.weight.normal_(std=0.1)
     x = torch.randn(2, 4, 24, 40, 56)
@@ -234,6 +236,23 @@ def test_segmentation_loss_does_not_train_the_reconstruction_net():
     _recon_loss(qsm, x).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.reconstruction_parameters())
     assert all(p.grad is None for p in net.segmentation_parameters())
+
+
+def test_qsm_stream_can_read_the_reconstructed_map():
+    """With qsm_stream_map the QSM stem reads the reconstructed QSM (in units of MAP_SCALE_PPM) as its
+    first channel, ahead of the recon skip features."""
+    torch.manual_seed(0)
+    net = tiny_net(qsm_stream_map=True).eval()
+    assert net.encoder.qsm_stem.conv.in_channels == net.recon.skip_channels + 1
+    x = torch.randn(1, 4, 24, 40, 56)
+    seen = []
+    hook = net.encoder.qsm_stem.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    with torch.no_grad():
+        _, qsm = net(x, with_qsm=True)
+    hook.remove()
+    torch.testing.assert_close(seen[0][:, :1], qsm / MAP_SCALE_PPM)
+    torch.testing.assert_close(seen[0][:, 1:], net.recon(x[:, 2:3])[1])
+    assert tiny_net().encoder.qsm_stem.conv.in_channels == net.recon.skip_channels
 
 
 def test_parameter_groups_are_disjoint_and_cover_everything():

@@ -42,7 +42,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
 from mqsm_nnunet.network.mtrans import ATTENTION_MODES, MutualTransformer
-from mqsm_nnunet.network.reconstruction import ReconstructionNet
+from mqsm_nnunet.network.reconstruction import MAP_SCALE_PPM, ReconstructionNet
 
 FUSION_MODES = ATTENTION_MODES + ("none",)
 
@@ -169,6 +169,8 @@ class MQSMNet(nn.Module):
         fusion_stages: encoder stage indices whose output is fused (-1 = bottleneck).
         stream_widths: (T1, QSM) fractions of each two-stream stage's width (default the paper's
             equal halves); each must give whole channel counts.
+        qsm_stream_map: the QSM stream also reads the reconstructed QSM itself (detached, in units of
+            MAP_SCALE_PPM) beside the recon skip features.
 
     Attributes:
         decoder.deep_supervision: nnU-Net's switch, as for PlainConvUNet.
@@ -195,7 +197,7 @@ class MQSMNet(nn.Module):
                  recon_width: int = 64, recon_blocks: int = 6, recon_skip_channels: int = 32,
                  recon_dilations: Sequence[int] = (1,),
                  fusion: str = "mtrans", fusion_stages: Sequence[int] = (-1,),
-                 stream_widths: Sequence[float] = (0.5, 0.5)) -> None:
+                 stream_widths: Sequence[float] = (0.5, 0.5), qsm_stream_map: bool = False) -> None:
         super().__init__()
         if not (isinstance(conv_op, type) and issubclass(conv_op, nn.Conv3d)):
             raise ValueError(f"conv_op must be a 3D convolution (torch.nn.Conv3d), got {conv_op}: the dipole "
@@ -238,10 +240,11 @@ class MQSMNet(nn.Module):
         self.qsm_minus_channel = int(qsm_minus_channel)
         self.fusion = fusion
         self.fusion_stages = normalized
+        self.qsm_stream_map = bool(qsm_stream_map)
 
         self.recon = ReconstructionNet(width=recon_width, n_blocks=recon_blocks, skip_channels=recon_skip_channels,
                                        dilations=recon_dilations)
-        self.encoder = TwoStreamEncoder(len(t1_channels), recon_skip_channels, n_stages, features, conv_op,
+        self.encoder = TwoStreamEncoder(len(t1_channels), recon_skip_channels + self.qsm_stream_map, n_stages, features, conv_op,
                                         kernel_sizes, strides, n_conv, conv_bias, norm_op, norm_op_kwargs,
                                         dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, fusion, normalized,
                                         stream_widths)
@@ -263,7 +266,10 @@ class MQSMNet(nn.Module):
                              f"{tuple(self._total_stride)}")
         with torch.set_grad_enabled(reconstruction_grad and torch.is_grad_enabled()):
             qsm, recon_skip = self.recon(x[:, self.qsm_minus_channel:self.qsm_minus_channel + 1])
-        skips = self.encoder(x[:, list(self.t1_channels)], recon_skip.detach())
+        qsm_features = recon_skip.detach()
+        if self.qsm_stream_map:
+            qsm_features = torch.cat([qsm.detach() / MAP_SCALE_PPM, qsm_features], dim=1)
+        skips = self.encoder(x[:, list(self.t1_channels)], qsm_features)
         seg = self.decoder(skips)
         return (seg, qsm) if with_qsm else seg
 

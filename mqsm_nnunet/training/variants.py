@@ -104,6 +104,13 @@ class mQSMTrainer_tiny_wideT1(mQSMTrainer_tiny):
     network_overrides = {**mQSMTrainer_tiny.network_overrides, "stream_widths": (1.0, 0.5)}
 
 
+class mQSMTrainer_tiny_qsmMap(mQSMTrainer_tiny):
+    """mQSMTrainer_tiny whose QSM stream also reads the reconstructed QSM map itself, not only the recon
+    skip features (experiment)."""
+
+    network_overrides = {**mQSMTrainer_tiny.network_overrides, "qsm_stream_map": True}
+
+
 class mQSMTrainer_UNet(mQSMTrainer):
     """Ablation: the two-stream U-Net without any fusion block (paper Table 3, U-Net)."""
 
