@@ -217,10 +217,10 @@ def _recon_loss(qsm, x):
     return ReconstructionLoss()(qsm, x[:, 2:3], x[:, 1:2], (x[:, 3:4] > 0).float()).total
 
 
-@pytest.mark.parametrize("qsm_stream_map", [False, True])
-def test_segmentation_loss_does_not_train_the_reconstruction_net(qsm_stream_map):
+@pytest.mark.parametrize("fusion, qsm_stream_map", [("mtrans", False), ("mtrans", True), ("input", True)])
+def test_segmentation_loss_does_not_train_the_reconstruction_net(fusion, qsm_stream_map):
     torch.manual_seed(0)
-    net = tiny_net(qsm_stream_map=qsm_stream_map)
+    net = tiny_net(fusion=fusion, qsm_stream_map=qsm_stream_map)
     with torch.no_grad():  # a trained output layer: at 0 it passes no gradient into the trunk
         net.recon.out_conv.weight.normal_(std=0.1)
     x = torch.randn(2, 4, 24, 40, 56)
@@ -253,6 +253,22 @@ def test_qsm_stream_can_read_the_reconstructed_map():
     torch.testing.assert_close(seen[0][:, :1], qsm / MAP_SCALE_PPM)
     torch.testing.assert_close(seen[0][:, 1:], net.recon(x[:, 2:3])[1])
     assert tiny_net().encoder.qsm_stem.conv.in_channels == net.recon.skip_channels
+
+
+def test_input_fusion_is_plain_conv_unet_over_t1_and_qsm_features():
+    """fusion='input': no streams; PlainConvUNet's encoder reads T1 + QSM + recon skip, so every conv
+    of encoder and decoder has PlainConvUNet's shape except the first one's input channels."""
+    torch.manual_seed(0)
+    plan = "aniso4"
+    net = tiny_net(plan, fusion="input", qsm_stream_map=True)
+    reference = PlainConvUNet(**unet_kwargs(plan))
+    conv_shapes = lambda module: [tuple(m.weight.shape) for m in module.modules() if isinstance(m, nn.Conv3d)]
+    ours, stock = conv_shapes(net.encoder), conv_shapes(reference.encoder)
+    assert ours[0][1] == 1 + 1 + net.recon.skip_channels and ours[1:] == stock[1:]
+    assert conv_shapes(net.decoder)[len(ours):] == conv_shapes(reference.decoder)[len(stock):]
+    x = torch.randn(1, 4, *PLANS[plan][3])
+    with torch.no_grad():
+        assert [o.shape for o in net(x)] == [o.shape for o in reference(x)]
 
 
 def test_parameter_groups_are_disjoint_and_cover_everything():

@@ -34,6 +34,7 @@ from typing import Sequence, Type
 import numpy as np
 import torch
 from dynamic_network_architectures.building_blocks.helper import maybe_convert_scalar_to_list
+from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU, StackedConvBlocks
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
@@ -44,7 +45,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from mqsm_nnunet.network.mtrans import ATTENTION_MODES, MutualTransformer
 from mqsm_nnunet.network.reconstruction import MAP_SCALE_PPM, ReconstructionNet
 
-FUSION_MODES = ATTENTION_MODES + ("none",)
+FUSION_MODES = ATTENTION_MODES + ("none", "input")
 
 
 def _per_stage(value, n: int, name: str) -> list:
@@ -165,7 +166,8 @@ class MQSMNet(nn.Module):
         recon_width, recon_blocks, recon_skip_channels, recon_dilations: ReconstructionNet sizes (paper
             64, 6, 32, no dilation); the
             reconstruction net's dropout is the paper's 0.2.
-        fusion: 'mtrans' (paper), 'sa' (self-attention only) or 'none' (plain two-stream U-Net).
+        fusion: 'mtrans' (paper), 'sa' (self-attention only), 'none' (plain two-stream U-Net) or
+            'input' (no streams: PlainConvUNet's encoder over T1 and the QSM features concatenated).
         fusion_stages: encoder stage indices whose output is fused (-1 = bottleneck).
         stream_widths: (T1, QSM) fractions of each two-stream stage's width (default the paper's
             equal halves); each must give whole channel counts.
@@ -244,10 +246,15 @@ class MQSMNet(nn.Module):
 
         self.recon = ReconstructionNet(width=recon_width, n_blocks=recon_blocks, skip_channels=recon_skip_channels,
                                        dilations=recon_dilations)
-        self.encoder = TwoStreamEncoder(len(t1_channels), recon_skip_channels + self.qsm_stream_map, n_stages, features, conv_op,
-                                        kernel_sizes, strides, n_conv, conv_bias, norm_op, norm_op_kwargs,
-                                        dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, fusion, normalized,
-                                        stream_widths)
+        qsm_feature_channels = recon_skip_channels + self.qsm_stream_map
+        conv_args = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs)
+        if fusion == "input":   # one stream over T1 and the QSM features: PlainConvUNet's own encoder
+            self.encoder = PlainConvEncoder(len(t1_channels) + qsm_feature_channels, n_stages, features, conv_op,
+                                            kernel_sizes, strides, n_conv, *conv_args, return_skips=True)
+        else:
+            self.encoder = TwoStreamEncoder(len(t1_channels), qsm_feature_channels, n_stages, features, conv_op,
+                                            kernel_sizes, strides, n_conv, *conv_args, fusion, normalized,
+                                            stream_widths)
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_decoder, deep_supervision)
         self._total_stride = [int(v) for v in np.prod(np.array(self.encoder.strides), axis=0)]
 
@@ -269,7 +276,9 @@ class MQSMNet(nn.Module):
         qsm_features = recon_skip.detach()
         if self.qsm_stream_map:
             qsm_features = torch.cat([qsm.detach() / MAP_SCALE_PPM, qsm_features], dim=1)
-        skips = self.encoder(x[:, list(self.t1_channels)], qsm_features)
+        t1 = x[:, list(self.t1_channels)]
+        skips = self.encoder(torch.cat([t1, qsm_features], dim=1)) if self.fusion == "input" \
+            else self.encoder(t1, qsm_features)
         seg = self.decoder(skips)
         return (seg, qsm) if with_qsm else seg
 

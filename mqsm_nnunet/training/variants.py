@@ -111,6 +111,13 @@ class mQSMTrainer_tiny_qsmMap(mQSMTrainer_tiny):
     network_overrides = {**mQSMTrainer_tiny.network_overrides, "qsm_stream_map": True}
 
 
+class mQSMTrainer_tiny_inputFusion(mQSMTrainer_tiny):
+    """mQSMTrainer_tiny with one stream over T1, the reconstructed QSM and the recon skip (fusion at
+    the input, PlainConvUNet's encoder; experiment)."""
+
+    network_overrides = {**mQSMTrainer_tiny.network_overrides, "fusion": "input", "qsm_stream_map": True}
+
+
 class mQSMTrainer_UNet(mQSMTrainer):
     """Ablation: the two-stream U-Net without any fusion block (paper Table 3, U-Net)."""
 
