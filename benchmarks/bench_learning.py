@@ -15,6 +15,8 @@ held out and never trained on), every method trains the same number of iteration
     mqsm_wide_t1     mQSMTrainer_tiny_wideT1 (mQSM, T1 stream the whole stage width, QSM half of it)
     mqsm_qsm_map     mQSMTrainer_tiny_qsmMap (mQSM, QSM stream also reads the reconstructed map)
     mqsm_input_fusion mQSMTrainer_tiny_inputFusion (one stream over T1, the QSM and the recon skip)
+    mqsm_input_fusion_map mQSMTrainer_tiny_inputFusionMap (one stream over T1 and the QSM)
+    mqsm_qsm_map_only mQSMTrainer_tiny_qsmMapOnly (mQSM, QSM stream reads the reconstructed map only)
 
 Printed per method: held-out mean Dice over the regions and per group (deep nuclei, cortex, other),
 QSM NRMSE / HFEN against the true chi (mQSM methods), beside QSM-, TKD, Tikhonov and TV-ADMM on the
@@ -66,6 +68,8 @@ METHODS = {
     "mqsm_wide_t1": ("mQSMTrainer_tiny_wideT1", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "mqsm_qsm_map": ("mQSMTrainer_tiny_qsmMap", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "mqsm_input_fusion": ("mQSMTrainer_tiny_inputFusion", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm_input_fusion_map": ("mQSMTrainer_tiny_inputFusionMap", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm_qsm_map_only": ("mQSMTrainer_tiny_qsmMapOnly", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "stock_all_recipe": ("nnUNetTrainer_tinyRecipe", "nnUNetPlans", MQSM_ID, "nnUNetv2_predict"),
 }
 BASELINE_NAMES = {"qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD", "tikhonov": "Tikhonov", "tv_admm": "TV-ADMM"}

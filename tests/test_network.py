@@ -217,10 +217,11 @@ def _recon_loss(qsm, x):
     return ReconstructionLoss()(qsm, x[:, 2:3], x[:, 1:2], (x[:, 3:4] > 0).float()).total
 
 
-@pytest.mark.parametrize("fusion, qsm_stream_map", [("mtrans", False), ("mtrans", True), ("input", True)])
-def test_segmentation_loss_does_not_train_the_reconstruction_net(fusion, qsm_stream_map):
+@pytest.mark.parametrize("fusion, qsm_stream_input", [("mtrans", "skip"), ("mtrans", "map_and_skip"),
+                                                       ("mtrans", "map"), ("input", "map_and_skip")])
+def test_segmentation_loss_does_not_train_the_reconstruction_net(fusion, qsm_stream_input):
     torch.manual_seed(0)
-    net = tiny_net(fusion=fusion, qsm_stream_map=qsm_stream_map)
+    net = tiny_net(fusion=fusion, qsm_stream_input=qsm_stream_input)
     with torch.no_grad():  # a trained output layer: at 0 it passes no gradient into the trunk
         net.recon.out_conv.weight.normal_(std=0.1)
     x = torch.randn(2, 4, 24, 40, 56)
@@ -239,10 +240,10 @@ def test_segmentation_loss_does_not_train_the_reconstruction_net(fusion, qsm_str
 
 
 def test_qsm_stream_can_read_the_reconstructed_map():
-    """With qsm_stream_map the QSM stem reads the reconstructed QSM (in units of MAP_SCALE_PPM) as its
-    first channel, ahead of the recon skip features."""
+    """With 'map_and_skip' the QSM stem reads the reconstructed QSM (in units of MAP_SCALE_PPM) as its
+    first channel, ahead of the recon skip features; with 'map' the QSM alone."""
     torch.manual_seed(0)
-    net = tiny_net(qsm_stream_map=True).eval()
+    net = tiny_net(qsm_stream_input="map_and_skip").eval()
     assert net.encoder.qsm_stem.conv.in_channels == net.recon.skip_channels + 1
     x = torch.randn(1, 4, 24, 40, 56)
     seen = []
@@ -253,6 +254,9 @@ def test_qsm_stream_can_read_the_reconstructed_map():
     torch.testing.assert_close(seen[0][:, :1], qsm / MAP_SCALE_PPM)
     torch.testing.assert_close(seen[0][:, 1:], net.recon(x[:, 2:3])[1])
     assert tiny_net().encoder.qsm_stem.conv.in_channels == net.recon.skip_channels
+    assert tiny_net(qsm_stream_input="map").encoder.qsm_stem.conv.in_channels == 1
+    with pytest.raises(ValueError, match="qsm_stream_input"):
+        tiny_net(qsm_stream_input="field")
 
 
 def test_input_fusion_is_plain_conv_unet_over_t1_and_qsm_features():
@@ -260,7 +264,7 @@ def test_input_fusion_is_plain_conv_unet_over_t1_and_qsm_features():
     of encoder and decoder has PlainConvUNet's shape except the first one's input channels."""
     torch.manual_seed(0)
     plan = "aniso4"
-    net = tiny_net(plan, fusion="input", qsm_stream_map=True)
+    net = tiny_net(plan, fusion="input", qsm_stream_input="map_and_skip")
     reference = PlainConvUNet(**unet_kwargs(plan))
     conv_shapes = lambda module: [tuple(m.weight.shape) for m in module.modules() if isinstance(m, nn.Conv3d)]
     ours, stock = conv_shapes(net.encoder), conv_shapes(reference.encoder)

@@ -46,6 +46,7 @@ from mqsm_nnunet.network.mtrans import ATTENTION_MODES, MutualTransformer
 from mqsm_nnunet.network.reconstruction import MAP_SCALE_PPM, ReconstructionNet
 
 FUSION_MODES = ATTENTION_MODES + ("none", "input")
+QSM_STREAM_INPUTS = ("skip", "map", "map_and_skip")
 
 
 def _per_stage(value, n: int, name: str) -> list:
@@ -171,8 +172,9 @@ class MQSMNet(nn.Module):
         fusion_stages: encoder stage indices whose output is fused (-1 = bottleneck).
         stream_widths: (T1, QSM) fractions of each two-stream stage's width (default the paper's
             equal halves); each must give whole channel counts.
-        qsm_stream_map: the QSM stream also reads the reconstructed QSM itself (detached, in units of
-            MAP_SCALE_PPM) beside the recon skip features.
+        qsm_stream_input: what the QSM stream reads from the reconstruction net, detached: 'skip' (the
+            recon skip features), 'map' (the reconstructed QSM, in units of MAP_SCALE_PPM) or
+            'map_and_skip' (both, the map first).
 
     Attributes:
         decoder.deep_supervision: nnU-Net's switch, as for PlainConvUNet.
@@ -199,7 +201,7 @@ class MQSMNet(nn.Module):
                  recon_width: int = 64, recon_blocks: int = 6, recon_skip_channels: int = 32,
                  recon_dilations: Sequence[int] = (1,),
                  fusion: str = "mtrans", fusion_stages: Sequence[int] = (-1,),
-                 stream_widths: Sequence[float] = (0.5, 0.5), qsm_stream_map: bool = False) -> None:
+                 stream_widths: Sequence[float] = (0.5, 0.5), qsm_stream_input: str = "skip") -> None:
         super().__init__()
         if not (isinstance(conv_op, type) and issubclass(conv_op, nn.Conv3d)):
             raise ValueError(f"conv_op must be a 3D convolution (torch.nn.Conv3d), got {conv_op}: the dipole "
@@ -220,6 +222,8 @@ class MQSMNet(nn.Module):
                 raise ValueError(f"{name} entry {idx} is not an input channel index in [0, {input_channels})")
         if qsm_minus_channel in t1_channels:
             raise ValueError(f"qsm_minus_channel {qsm_minus_channel} is also listed in t1_channels {t1_channels}")
+        if qsm_stream_input not in QSM_STREAM_INPUTS:
+            raise ValueError(f"qsm_stream_input must be one of {QSM_STREAM_INPUTS}, got {qsm_stream_input!r}")
         if fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {fusion!r}")
         fusion_stages = tuple(int(s) for s in fusion_stages)
@@ -242,11 +246,12 @@ class MQSMNet(nn.Module):
         self.qsm_minus_channel = int(qsm_minus_channel)
         self.fusion = fusion
         self.fusion_stages = normalized
-        self.qsm_stream_map = bool(qsm_stream_map)
+        self.qsm_stream_input = qsm_stream_input
 
         self.recon = ReconstructionNet(width=recon_width, n_blocks=recon_blocks, skip_channels=recon_skip_channels,
                                        dilations=recon_dilations)
-        qsm_feature_channels = recon_skip_channels + self.qsm_stream_map
+        qsm_feature_channels = {"skip": recon_skip_channels, "map": 1, "map_and_skip": 1 + recon_skip_channels}[
+            qsm_stream_input]
         conv_args = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs)
         if fusion == "input":   # one stream over T1 and the QSM features: PlainConvUNet's own encoder
             self.encoder = PlainConvEncoder(len(t1_channels) + qsm_feature_channels, n_stages, features, conv_op,
@@ -273,9 +278,9 @@ class MQSMNet(nn.Module):
                              f"{tuple(self._total_stride)}")
         with torch.set_grad_enabled(reconstruction_grad and torch.is_grad_enabled()):
             qsm, recon_skip = self.recon(x[:, self.qsm_minus_channel:self.qsm_minus_channel + 1])
-        qsm_features = recon_skip.detach()
-        if self.qsm_stream_map:
-            qsm_features = torch.cat([qsm.detach() / MAP_SCALE_PPM, qsm_features], dim=1)
+        qsm_features = {"skip": lambda: recon_skip, "map": lambda: qsm / MAP_SCALE_PPM,
+                        "map_and_skip": lambda: torch.cat([qsm / MAP_SCALE_PPM, recon_skip], dim=1)}[
+            self.qsm_stream_input]().detach()
         t1 = x[:, list(self.t1_channels)]
         skips = self.encoder(torch.cat([t1, qsm_features], dim=1)) if self.fusion == "input" \
             else self.encoder(t1, qsm_features)

@@ -108,14 +108,27 @@ class mQSMTrainer_tiny_qsmMap(mQSMTrainer_tiny):
     """mQSMTrainer_tiny whose QSM stream also reads the reconstructed QSM map itself, not only the recon
     skip features (experiment)."""
 
-    network_overrides = {**mQSMTrainer_tiny.network_overrides, "qsm_stream_map": True}
+    network_overrides = {**mQSMTrainer_tiny.network_overrides, "qsm_stream_input": "map_and_skip"}
 
 
 class mQSMTrainer_tiny_inputFusion(mQSMTrainer_tiny):
     """mQSMTrainer_tiny with one stream over T1, the reconstructed QSM and the recon skip (fusion at
     the input, PlainConvUNet's encoder; experiment)."""
 
-    network_overrides = {**mQSMTrainer_tiny.network_overrides, "fusion": "input", "qsm_stream_map": True}
+    network_overrides = {**mQSMTrainer_tiny.network_overrides, "fusion": "input", "qsm_stream_input": "map_and_skip"}
+
+
+class mQSMTrainer_tiny_inputFusionMap(mQSMTrainer_tiny):
+    """mQSMTrainer_tiny_inputFusion without the recon skip: one stream over T1 and the reconstructed
+    QSM only (experiment: are the recon net's drifting features what slows the segmentation?)."""
+
+    network_overrides = {**mQSMTrainer_tiny.network_overrides, "fusion": "input", "qsm_stream_input": "map"}
+
+
+class mQSMTrainer_tiny_qsmMapOnly(mQSMTrainer_tiny):
+    """mQSMTrainer_tiny whose QSM stream reads the reconstructed QSM only, not the recon skip (experiment)."""
+
+    network_overrides = {**mQSMTrainer_tiny.network_overrides, "qsm_stream_input": "map"}
 
 
 class mQSMTrainer_UNet(mQSMTrainer):
