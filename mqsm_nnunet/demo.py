@@ -1,7 +1,7 @@
 """`mqsm_demo`: the whole mQSM path on the synthetic cohort, in one command.
 
-phantom cohort -> mqsm_convert -> mqsm_plan_and_preprocess -> nnUNetv2_train (mQSMTrainer_tiny)
--> mqsm_predict on the held-out subjects -> classical baselines on the same fields -> QSM and
+phantom cohort -> mqsm_convert -> mqsm_plan_and_preprocess -> nnUNetv2_train
+(mQSMTrainer_tiny_inputFusionMap) -> mqsm_predict on the held-out subjects -> classical baselines on the same fields -> QSM and
 segmentation metrics against the phantom's truth -> iron table (mQSM vs truth) -> registration arm
 (template labels by ANTs, Table 2 with mQSM and truth; `demo_registration`) -> QC figures ->
 results/summary.md and results/summary.json. The nnU-Net steps run the real command-line tools as
@@ -23,7 +23,7 @@ from mqsm_nnunet.demo_summary import DISPLAY_NAMES, METHODS_ORDER, ordered, writ
 
 DATASET_ID = 990
 DATASET_NAME = "MQSMDemo"
-TRAINER = "mQSMTrainer_tiny"
+TRAINER = "mQSMTrainer_tiny_inputFusionMap"
 PLANS = "mQSMPlans"
 
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="matrix size (default: the phantom's, 64 64 48)")
     parser.add_argument("--voxel-size", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                         help="voxel size in mm (default: the phantom's, 3 3 3)")
-    parser.add_argument("--epochs", type=int, default=14, help="training epochs of mQSMTrainer_tiny (default: 14)")
+    parser.add_argument("--epochs", type=int, default=14, help=f"training epochs of {TRAINER} (default: 14)")
     parser.add_argument("--iterations", type=int, default=25, help="training iterations per epoch (default: 25)")
     parser.add_argument("--curve-points", type=int, default=3,
                         help="held-out scores at this many intermediate checkpoints, for the learning curve "

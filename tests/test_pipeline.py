@@ -270,6 +270,19 @@ def test_mqsm_predict_matches_stock_segmentation(pipeline, prediction):
     assert np.array_equal(array(stock / f"{TEST_CASE}.nii.gz"), ours)
 
 
+def test_mutual_attention_of_a_trained_model(nnunet_env):
+    """The paper's Fig. 4 matrix: T1-stream x QSM-stream channels of the deepest mTrans block, tanh-bounded."""
+    from mqsm_nnunet.inference.attention import mutual_attention_of_case
+
+    pipeline = nnunet_env
+    matrix = mutual_attention_of_case(pipeline.model_folder, sorted((pipeline.raw / "imagesTs").glob("*.nii.gz")),
+                                      fold=0)
+    plans = json.loads((pipeline.model_folder / "plans.json").read_text())["configurations"][CONFIG]
+    deepest = plans["architecture"]["arch_kwargs"]["features_per_stage"][-1]
+    assert matrix.shape == (deepest // 2, deepest // 2)
+    assert np.isfinite(matrix).all() and np.abs(matrix).max() <= 1.0 and np.abs(matrix).max() > 0
+
+
 def test_results_folder_alone_rebuilds_the_short_variant(pipeline, prediction, tmp_path, monkeypatch):
     """The results folder's plans.json names the variant's own network and length, and both predictors
     rebuild it from that folder alone (no preprocessed or raw dataset around)."""
