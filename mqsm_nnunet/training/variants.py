@@ -138,9 +138,10 @@ class mQSMTrainer_tiny_inputFusionMap(mQSMTrainer_tiny):
 
     Why: at the few hundred iterations a CPU allows, every two-stream form (equal or wide streams,
     with or without mTrans, reading the recon skip, the map or both) ended at 0.35-0.38 held-out mean
-    Dice, behind the stock network with the same recipe (0.457 on T1, 0.510 on all channels); this
-    one reached 0.509 over three runs (stock on T1: 0.438 over four), deep nuclei 0.18 against
-    0.10 / 0.11 (bench_learning, 400 iterations; benchmarks/README.md). mQSMTrainer keeps the paper's two streams for GPU-length training."""
+    Dice, behind the stock network with the same recipe (0.438 on T1 over four runs, 0.510 on all
+    channels); this one reached 0.509 over three runs, deep nuclei 0.18 against 0.10 / 0.11
+    (bench_learning, 400 iterations; benchmarks/README.md). mQSMTrainer keeps the paper's two
+    streams for GPU-length training."""
 
     network_overrides = {**mQSMTrainer_tiny.network_overrides, "fusion": "input", "qsm_stream_input": "map"}
 
