@@ -25,10 +25,11 @@ run; epoch time / iterations, so nnU-Net's per-epoch validation batches are incl
 alike). --repeats N trains every method N times (interleaved) and reports the mean and range: one
 short training's Dice varies by about 0.1, so a single run cannot separate two methods closer than
 that. With --curve, every method also keeps
-a checkpoint every --curve-every epochs and the held-out scores are drawn against iterations.
+a checkpoint every --curve-every epochs and the held-out scores (mean Dice, deep nuclei, QSM NRMSE) are
+tabled and drawn against iterations.
 
     .venv/bin/python benchmarks/bench_learning.py                     # short setting (about 1 h here)
-    .venv/bin/python benchmarks/bench_learning.py --setting long      # up to 2 h x methods; a GPU: --device cuda
+    .venv/bin/python benchmarks/bench_learning.py --setting long      # 2000 its, 2 methods: about 2 h; GPU: --device cuda
     .venv/bin/python benchmarks/bench_learning.py --methods stock_t1 mqsm --iterations 300
 
 Everything lives under --out (default bench_learning_output/); results.json holds every number and
@@ -55,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MQSM_ID, T1_ID = 981, 982
 MQSM_NAME, T1_NAME = "Dataset981_BenchLearning", "Dataset982_BenchLearningT1"
-SETTINGS = {"short": {"iterations": 250, "per_epoch": 25}, "long": {"iterations": 3000, "per_epoch": 50}}
+SETTINGS = {"short": {"iterations": 250, "per_epoch": 25}, "long": {"iterations": 2000, "per_epoch": 50}}
 METHODS = {
     # name: (trainer, plans, dataset, prediction tool)
     "stock_t1": ("nnUNetTrainer_tinyLength", "nnUNetPlans", T1_ID, "nnUNetv2_predict"),
@@ -72,6 +73,8 @@ METHODS = {
     "mqsm_qsm_map_only": ("mQSMTrainer_tiny_qsmMapOnly", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "stock_all_recipe": ("nnUNetTrainer_tinyRecipe", "nnUNetPlans", MQSM_ID, "nnUNetv2_predict"),
 }
+# The long setting's question: where do the demo's mQSM and the stock network it must beat plateau?
+LONG_METHODS = ["mqsm_input_fusion_map", "stock_t1_recipe"]
 BASELINE_NAMES = {"qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD", "tikhonov": "Tikhonov", "tv_admm": "TV-ADMM"}
 
 
@@ -79,10 +82,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="short",
-                        help="short: 250 iterations (10 epochs x 25); long: 3000 (60 x 50), with curves")
+                        help="short: 250 iterations (10 epochs x 25), every method; long: 2000 (40 x 50), with "
+                             f"curves, {' and '.join(LONG_METHODS)} unless --methods (about 2 h on 2 cores)")
     parser.add_argument("--iterations", type=int, help="training iterations per method (overrides --setting)")
     parser.add_argument("--per-epoch", type=int, help="iterations per nnU-Net epoch (overrides --setting)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS),
+                        help="default: every method (short), the demo's mQSM and the stock network (long)")
     parser.add_argument("--subjects", type=int, default=10, help="cohort size (default 10)")
     parser.add_argument("--test-subjects", type=int, default=2, help="held out (default 2)")
     parser.add_argument("--seed", type=int, default=7, help="cohort seed (default 7; no test uses it)")
@@ -103,6 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.per_epoch = args.per_epoch or setting["per_epoch"]
     args.epochs = max(1, round(args.iterations / args.per_epoch))
     args.curve = args.curve or args.setting == "long"
+    args.methods = args.methods or (LONG_METHODS if args.setting == "long" else list(METHODS))
     args.curve_every = args.curve_every or max(1, args.epochs // 5)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -200,16 +206,18 @@ def train_and_score(method: str, args, out: Path, env: dict, cohort: Path, cases
          args.device], env, log)
     wall = time.perf_counter() - start
     seconds_per_iteration = epoch_seconds(log.read_text()) / args.per_epoch
-    curve = {"iterations": [], "dice": [], "nrmse": []}
+    curve = {"iterations": [], "dice": [], "deep_nuclei": [], "nrmse": []}
     if args.curve:
         for epoch, checkpoint in checkpoints(model):
             scores = score_checkpoint(method, checkpoint, args, out, env, cohort, cases)
             curve["iterations"].append(epoch * args.per_epoch)
             curve["dice"].append(scores["mean_dice"])
+            curve["deep_nuclei"].append(scores["groups"]["deep nuclei"])
             curve["nrmse"].append(scores.get("qsm", {}).get("nrmse"))
     final = score_checkpoint(method, "checkpoint_final.pth", args, out, env, cohort, cases)
     curve["iterations"].append(args.epochs * args.per_epoch)
     curve["dice"].append(final["mean_dice"])
+    curve["deep_nuclei"].append(final["groups"]["deep nuclei"])
     curve["nrmse"].append(final.get("qsm", {}).get("nrmse"))
     if not any(v is not None for v in curve["nrmse"]):
         curve.pop("nrmse")
@@ -227,7 +235,7 @@ def combine_runs(runs: list[dict]) -> dict:
                 "s_per_iteration": float(np.median([r["s_per_iteration"] for r in runs])),
                 "curve": {"iterations": first["curve"]["iterations"],
                           **{k: np.mean([r["curve"][k] for r in runs], axis=0).tolist()
-                             for k in ("dice", "nrmse") if k in first["curve"]}}}
+                             for k in ("dice", "deep_nuclei", "nrmse") if k in first["curve"]}}}
     if "qsm" in first:
         combined["qsm"] = {m: float(np.mean([r["qsm"][m] for r in runs])) for m in ("nrmse", "hfen")}
     return combined
@@ -273,6 +281,19 @@ def table(results: dict, baselines: dict) -> str:
     return "\n".join(lines)
 
 
+def curve_table(results: dict) -> str:
+    """The learning curves as rows: held-out mean Dice / deep nuclei [/ QSM NRMSE %] at each point."""
+    points = next(iter(results.values()))["curve"]["iterations"]
+    lines = ["| method | " + " | ".join(f"{i} its" for i in points) + " |", "| --- |" + " --- |" * len(points)]
+    for method, r in results.items():
+        c = r["curve"]
+        nrmse = c.get("nrmse") or [None] * len(points)
+        cells = [f"{d:.3f} / {g:.3f}" + (f" / {n:.1f} %" if n is not None else "")
+                 for d, g, n in zip(c["dice"], c["deep_nuclei"], nrmse)]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out).resolve()
@@ -307,7 +328,9 @@ def main(argv=None) -> int:
     (out / "results.md").write_text(
         f"{args.iterations} iterations per method ({args.epochs} epochs x {args.per_epoch}); held-out "
         f"{', '.join(cases)}; seed {args.seed}, B0 {list(args.b0_dir)}; load average at the end "
-        f"{os.getloadavg()[0]:.1f}\n\n{text}\n")
+        f"{os.getloadavg()[0]:.1f}\n\n{text}\n" + (
+            f"\nHeld-out mean Dice / deep nuclei / QSM NRMSE along training:\n\n{curve_table(results)}\n"
+            if args.curve else ""))
     if args.curve:
         from mqsm_nnunet.figures import learning_curve_figure
 
