@@ -6,7 +6,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from mqsm_nnunet.network import MQSMNet
 from mqsm_nnunet.training.architecture import build_mqsm_network, plans_describing_network
 from mqsm_nnunet.training.trainer import mQSMTrainer
-from mqsm_nnunet.training.variants import mQSMTrainer_SA, mQSMTrainer_tiny, mQSMTrainer_UNet
+from mqsm_nnunet.training.variants import (mQSMTrainer_inputFusionMap, mQSMTrainer_SA, mQSMTrainer_tiny,
+                                           mQSMTrainer_tiny_inputFusionMap, mQSMTrainer_UNet)
 
 STAGES = 4
 STOCK_3D = {
@@ -73,6 +74,16 @@ def test_variant_overrides_reach_the_network():
     assert mQSMTrainer_UNet.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "none"
     assert mQSMTrainer_SA.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "sa"
     assert mQSMTrainer.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "mtrans"
+
+
+def test_one_stream_trainer_keeps_the_full_size_and_its_tiny_form_the_short_one():
+    full = mQSMTrainer_inputFusionMap.build_network_architecture(None, _configuration(), 4, 3, False)
+    tiny = mQSMTrainer_tiny_inputFusionMap.build_network_architecture(None, _configuration(), 4, 3, False)
+    for network in (full, tiny):
+        assert network.fusion == "input" and network.qsm_stream_input == "map"
+        assert _forward(network).shape == (1, 3, 16, 32, 32)
+    assert full.recon.width == 64 and full.encoder.output_channels[0] == 32
+    assert tiny.recon.width == 8 and tiny.encoder.output_channels[0] == 16
 
 
 def test_planned_mqsm_keys_are_used():
