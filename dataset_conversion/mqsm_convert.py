@@ -37,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cohort folder: one subfolder per subject (its name is the case id)")
     parser.add_argument("-d", "--dataset-id", required=True, type=int, metavar="ID", help="nnU-Net dataset ID (1-999)")
     parser.add_argument("-n", "--name", required=True, metavar="NAME", help="dataset name (letters, digits, _ -)")
-    parser.add_argument("--labels", dest="labels_json", metavar="JSON", help='{"region": id, ...} with 0 = background '
-                                                         "(default: COHORT/labels.json)")
+    parser.add_argument("--labels", dest="labels_json", metavar="JSON|LUT",
+                        help='labels JSON {"region": id, ...} with 0 = background, or a FreeSurferColorLUT-style '
+                             "table (id name R G B A; only the ids found in the label maps become regions) "
+                             "(default: COHORT/labels.json). Any ids: nnU-Net trains on 0..N, predictions come "
+                             "back in yours")
     parser.add_argument("--field-units", type=str.lower, choices=FIELD_UNITS, default="ppm",
                         help="units of the field maps: ppm (default), hz (needs --b0), rad (local phase; "
                              "needs --b0 and --te)")

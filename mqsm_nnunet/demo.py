@@ -252,12 +252,11 @@ def _run_baselines(cohort: Path, cases: list[str], out_dir: Path) -> dict[str, d
 
 
 def _evaluate(method_files, truth, masks, predicted_seg, true_labels, labels_json, results: Path):
-    from mqsm_nnunet.evaluation import (evaluate_qsm, evaluate_segmentation, load_labels, qsm_mean_row,
-                                        summarize_segmentation)
+    from mqsm_nnunet.evaluation import evaluate_qsm, evaluate_segmentation, qsm_mean_row, summarize_segmentation
+    from mqsm_nnunet.labels import read_labels
 
     qsm_tables = {method: evaluate_qsm(files, truth, masks) for method, files in method_files.items()}
-    labels = load_labels(labels_json)
-    seg_rows = evaluate_segmentation(predicted_seg, true_labels, labels)
+    seg_rows = evaluate_segmentation(predicted_seg, true_labels, read_labels(labels_json))
     seg_summary = summarize_segmentation(seg_rows)
     results.mkdir(parents=True, exist_ok=True)
     means = {method: qsm_mean_row(rows) for method, rows in qsm_tables.items()}

@@ -15,7 +15,8 @@ files are published together (`files.atomic_folder`), so an error leaves no outp
 
 Bad input (exit 1, one line naming the file): missing folders or files, case lists that differ,
 a pair of files not on one grid (`grid.GRID_TOLERANCE_MM`), a corrupted or unreadable image
-(`nifti.read_volume`), a label map with non-integer values, a bad labels JSON (`labels.py`).
+(`nifti.read_volume`), a label map with non-integer values, a bad labels file or a label map holding
+ids it does not list (`labels.py`).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from mqsm_nnunet.cases import collect_cases, pair_cases, segmentation_files_in
 from mqsm_nnunet.command import UsageError, run_command
 from mqsm_nnunet.files import atomic_folder, writable_folder
 from mqsm_nnunet.grid import check_same_grid
-from mqsm_nnunet.labels import as_label_map, read_labels_json
+from mqsm_nnunet.labels import LabelTable, as_label_map, check_label_map_ids, read_labels
 from mqsm_nnunet.metrics import SEGMENTATION_METRICS, qsm_metrics, segmentation_metrics
 from mqsm_nnunet.nifti import Volume, read_volume
 
@@ -83,20 +84,6 @@ def _read_matching(path: Path, reference_path: Path, reference: Volume, dtype: t
     return volume
 
 
-def load_labels(path: str | os.PathLike) -> dict[str, int]:
-    """Foreground region name -> label id (background 0 dropped), read like `mqsm_iron --labels`:
-    a JSON object ``{name: id}`` or an nnU-Net ``dataset.json``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: what `labels.read_labels_json` refuses, or no foreground label.
-    """
-    labels = {name: label for name, label in read_labels_json(path).items() if label != 0}
-    if not labels:
-        raise ValueError(f"{path}: no foreground label (only background 0)")
-    return labels
-
-
 # ----------------------------------------------------------------------------------------------
 # evaluation
 
@@ -132,20 +119,24 @@ def evaluate_qsm(
 
 
 def evaluate_segmentation(
-    pred_files: Mapping[str, Path], ref_files: Mapping[str, Path], labels: Mapping[str, int] | None = None
+    pred_files: Mapping[str, Path], ref_files: Mapping[str, Path],
+    labels: LabelTable | Mapping[str, int] | None = None
 ) -> list[dict]:
     """One row per case and region: ``{"case", "label", "region", "dice", "recall", "precision",
     "hd95" (mm), "asd" (mm)}``, voxel size from the reference's affine.
 
-    `labels` maps region name -> id; without it every nonzero id found in any prediction or
-    reference is scored and named ``label_<id>`` (a region absent from both maps of a case gets
-    NaN, see `metrics.overlap_metrics`).
+    `labels` is the label table (or name -> id) of both maps: every id in either map must be in it,
+    so that a prediction in other ids (nnU-Net's consecutive ones, another atlas) is refused rather
+    than scored against different regions. Its regions are the rows (a colour table's: the ids found
+    in the maps). Without it every nonzero id found in any prediction or reference is scored and named
+    ``label_<id>``. A region absent from both maps of a case gets NaN (`metrics.overlap_metrics`).
 
     Raises:
-        ValueError: case lists differ, or a pair differs in shape/affine, or a map is not integer.
+        ValueError: case lists differ, a pair differs in shape/affine, a map is not integer or holds
+            ids `labels` does not list.
     """
     cases = pair_cases(dict(pred_files), dict(ref_files), ("predicted segmentations", "reference segmentations"))
-    fixed = dict(labels) if labels is not None else None
+    table = LabelTable.of(labels) if labels is not None else None
     per_case: dict[str, dict[int, dict[str, float]]] = {}
     found: set[int] = set()
     for case in cases:
@@ -153,13 +144,15 @@ def evaluate_segmentation(
         ref = read_volume(ref_path, dtype=None)
         pred = _read_matching(pred_path, ref_path, ref, dtype=None)
         pred_labels, ref_labels = as_label_map(pred.data, str(pred_path)), as_label_map(ref.data, str(ref_path))
-        if fixed is not None:
-            ids = sorted(set(fixed.values()))
-        else:
-            ids = sorted((set(np.unique(pred_labels)) | set(np.unique(ref_labels))) - {0})
-            found.update(int(i) for i in ids)
+        pred_ids, ref_ids = set(np.unique(pred_labels).tolist()), set(np.unique(ref_labels).tolist())
+        if table is not None:
+            check_label_map_ids(pred_ids, table, pred_path)
+            check_label_map_ids(ref_ids, table, ref_path)
+        found.update((pred_ids | ref_ids) - {0})
+        ids = sorted(table.regions.values()) if table is not None and not table.catalogue else \
+            sorted((pred_ids | ref_ids) - {0})
         per_case[case] = segmentation_metrics(pred_labels, ref_labels, ids, ref.voxel_size) if ids else {}
-    names = fixed if fixed is not None else {f"label_{i}": i for i in sorted(found)}
+    names = table.found_in(found).regions if table is not None else {f"label_{i}": i for i in sorted(found)}
     absent = dict.fromkeys(SEGMENTATION_METRICS, math.nan)
     rows = []
     for case in cases:
@@ -262,10 +255,20 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: the reference's nonzero voxels)")
     parser.add_argument("--seg-pred", type=Path, help="folder of predicted label maps <case>.nii.gz (may be --pred)")
     parser.add_argument("--seg-ref", type=Path, help="folder of reference label maps <case>.nii.gz")
-    parser.add_argument("--labels", type=Path, help="labels JSON {region: id} or an nnU-Net dataset.json "
-                        "(default: every nonzero id found, named label_<id>)")
+    parser.add_argument("--labels", type=Path, metavar="JSON|LUT",
+                        help="labels JSON {region: id}, an nnU-Net dataset.json (your ids) or a FreeSurferColorLUT-"
+                             "style table; both label maps must use its ids, or the command refuses (default: every "
+                             "nonzero id found, named label_<id>)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     return parser
+
+
+def _regions_table(path: Path) -> LabelTable:
+    """`--labels` read by `labels.read_labels`; a table naming nothing but background is refused."""
+    table = read_labels(path)
+    if not table.regions:
+        raise ValueError(f"{path}: no foreground label (only background 0)")
+    return table
 
 
 def run(args: argparse.Namespace) -> dict[str, str]:
@@ -285,7 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
         ),
     }
     if args.seg_pred is not None:
-        labels = load_labels(args.labels) if args.labels is not None else None
+        labels = _regions_table(args.labels) if args.labels is not None else None
         seg_rows = evaluate_segmentation(
             segmentation_files_in(args.seg_pred), segmentation_files_in(args.seg_ref), labels
         )

@@ -3,6 +3,6 @@
 from mqsm_nnunet.analysis import *  # noqa: F401,F403 (the public names, re-exported)
 from mqsm_nnunet.analysis import __all__ as _analysis_names
 from mqsm_nnunet.analysis.cli import main
-from mqsm_nnunet.labels import read_labels_json as load_labels
+from mqsm_nnunet.labels import read_labels
 
-__all__ = [*_analysis_names, "load_labels", "main"]
+__all__ = [*_analysis_names, "read_labels", "main"]

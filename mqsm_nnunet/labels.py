@@ -1,17 +1,31 @@
-"""Region labels, one set of rules for every command: the labels JSON and integer label maps.
+"""Region labels, one set of rules for every command: label tables, label maps and label ids.
 
-The labels JSON maps region names to integer ids, `{"background": 0, "caudate_L": 1, ...}`, or is
-an nnU-Net dataset.json (its "labels" entry). `mqsm_convert`, `mqsm_iron`, `mqsm_evaluate` and the
-demo all read it with `read_labels_json`, so a file one accepts is accepted by all.
+A label table names the user's regions by id. It is read by `read_labels` from
+- a labels JSON, `{"background": 0, "caudate_L": 1, ...}`;
+- an nnU-Net dataset.json: the user's own ids where mqsm_convert renumbered them for nnU-Net (its
+  `mqsm.label_ids_original`), else its "labels";
+- a FreeSurferColorLUT-style text table (`id name R G B [A]` per line, `#` comments): a catalogue
+  that names far more ids than one study uses, so only the ids found in the label maps become regions.
+
+The user's ids are the ids everywhere a user sees them. nnU-Net needs consecutive ids 0..N, so a
+dataset stores both (`LabelIdMap`, built from dataset.json): conversion translates the user's label
+maps into nnU-Net's ids and prediction translates them back, through this one map. A label map
+holding an id its table does not list is refused, naming both files (`check_label_map_ids`).
 """
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+FORMATS = 'a labels JSON ({"background": 0, "region": 1, ...}), an nnU-Net dataset.json or a ' \
+          "FreeSurferColorLUT-style table (lines 'id name R G B A')"
+_LUT_LINE = re.compile(r"(?P<id>\d+)\s+(?P<name>\S+)(\s+-?\d+){3,4}")
 
 
 def _unique_names(pairs: list[tuple[str, object]]) -> dict:
@@ -49,11 +63,96 @@ def check_label_ids(labels: Mapping, source: str) -> dict[str, int]:
     return dict(sorted(checked.items(), key=lambda item: item[1]))
 
 
-def read_labels_json(path: str | os.PathLike) -> dict[str, int]:
-    """Region name -> id (sorted by id, background 0 included) from a labels JSON or a dataset.json.
+@dataclass(frozen=True)
+class LabelTable:
+    """The user's region names and ids, as one labels file gives them.
 
-    Rules: valid JSON; each name once; the `check_label_ids` rules; id 0 present (background: every
-    label map has it, and nnU-Net needs it named).
+    Attributes:
+        ids: name -> id, sorted by id, background (0) included.
+        source: the file, named in error messages.
+        catalogue: a colour table naming many more ids than a study uses (FreeSurferColorLUT): its
+            regions are the ids found in the label maps (`found_in`), not all of its entries.
+    """
+
+    ids: dict[str, int]
+    source: str = "labels"
+    catalogue: bool = False
+
+    @classmethod
+    def of(cls, labels: LabelTable | Mapping[str, int], source: str = "labels") -> LabelTable:
+        """`labels` as a table: a table unchanged, a name -> id mapping checked (`check_label_ids`)."""
+        if isinstance(labels, LabelTable):
+            return labels
+        return cls(check_label_ids(labels, source), source)
+
+    @property
+    def regions(self) -> dict[str, int]:
+        """Name -> id without background."""
+        return {name: label for name, label in self.ids.items() if label != 0}
+
+    def found_in(self, present: Iterable[int]) -> LabelTable:
+        """A catalogue cut down to background and the ids in `present`; a study's own table unchanged."""
+        if not self.catalogue:
+            return self
+        keep = {int(label) for label in present} | {0}
+        return LabelTable({name: label for name, label in self.ids.items() if label in keep}, self.source)
+
+
+def check_label_map_ids(present: Iterable[int], table: LabelTable, label_map: str | os.PathLike) -> None:
+    """Refuse a label map holding ids its table does not list (background 0 is always allowed): a
+    table that does not fit the map would name the wrong regions, or pair different regions when two
+    maps are compared.
+
+    Raises:
+        ValueError: naming `label_map`, the table's file and the ids.
+    """
+    unknown = sorted(set(int(label) for label in present) - set(table.ids.values()) - {0})
+    if not unknown:
+        return
+    shown = ", ".join(map(str, unknown[:12])) + (", ..." if len(unknown) > 12 else "")
+    raise ValueError(f"{label_map}: label values [{shown}] are not in {table.source}; this labels file does not "
+                     "fit this segmentation: pass the labels file it was made with (nnUNetv2_predict writes "
+                     "nnU-Net's consecutive ids; mqsm_predict writes the ids of your own label maps)")
+
+
+def _read_json_table(path: Path, text: str) -> LabelTable:
+    try:
+        content = json.loads(text, object_pairs_hook=_unique_names)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    except ValueError as error:  # a repeated name
+        raise ValueError(f"{path}: {error}") from None
+    if isinstance(content, dict) and isinstance(content.get("labels"), dict):  # an nnU-Net dataset.json
+        user_ids = (content.get("mqsm") or {}).get("label_ids_original")
+        content = user_ids if isinstance(user_ids, dict) else content["labels"]
+    return LabelTable(check_label_ids(content, str(path)), str(path))
+
+
+def _read_colour_table(path: Path, text: str) -> LabelTable:
+    names: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = _LUT_LINE.fullmatch(line)
+        if match is None:
+            raise ValueError(f"{path}, line {number}: {line[:60]!r} is not 'id name R G B A'; expected {FORMATS}")
+        name, label = match["name"], int(match["id"])
+        if name in names:
+            raise ValueError(f"{path}, line {number}: the name {name!r} appears twice; each region name must "
+                             "appear once")
+        names[name] = label
+    if not names:
+        raise ValueError(f"{path}: no entries; expected {FORMATS}")
+    return LabelTable(check_label_ids(names, str(path)), str(path), catalogue=True)
+
+
+def read_labels(path: str | os.PathLike) -> LabelTable:
+    """The label table of a labels JSON, an nnU-Net dataset.json or a FreeSurferColorLUT-style table
+    (told apart by content: JSON starts with '{' or '[').
+
+    Rules: each name once; the `check_label_ids` rules; id 0 present (background: every label map
+    has it, and nnU-Net needs it named).
 
     Raises:
         FileNotFoundError: no such file.
@@ -61,19 +160,90 @@ def read_labels_json(path: str | os.PathLike) -> dict[str, int]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such labels JSON ({{\"background\": 0, \"region\": 1, ...}})")
+        raise FileNotFoundError(f"{path}: no such labels file (expected {FORMATS})")
     try:
-        content = json.loads(path.read_text(), object_pairs_hook=_unique_names)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    except ValueError as error:  # a repeated name
-        raise ValueError(f"{path}: {error}") from None
-    if isinstance(content, dict) and isinstance(content.get("labels"), dict):
-        content = content["labels"]  # an nnU-Net dataset.json
-    labels = check_label_ids(content, str(path))
-    if 0 not in labels.values():
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file; expected {FORMATS}") from None
+    is_json = text.lstrip()[:1] in ("{", "[") or path.suffix.lower() == ".json"
+    table = _read_json_table(path, text) if is_json else _read_colour_table(path, text)
+    if 0 not in table.ids.values():
         raise ValueError(f"{path}: no id 0; label maps need 0 as background (add \"background\": 0)")
-    return labels
+    return table
+
+
+@dataclass(frozen=True)
+class LabelIdMap:
+    """One dataset's label ids: the user's, and nnU-Net's consecutive 0..N in the same order. The one
+    place where ids are translated (conversion: `to_nnunet`; prediction: `to_user`).
+
+    Attributes:
+        user: name -> the user's id, sorted by id.
+        nnunet: name -> consecutive id (dataset.json "labels").
+        source: where the user's ids came from, named in error messages.
+    """
+
+    user: dict[str, int]
+    nnunet: dict[str, int]
+    source: str = "labels"
+
+    @classmethod
+    def numbered(cls, table: LabelTable | Mapping[str, int], source: str | None = None) -> LabelIdMap:
+        """The user's table numbered 0..N in id order for nnU-Net."""
+        table = LabelTable.of(table, source or "labels")
+        return cls(dict(table.ids), {name: rank for rank, name in enumerate(table.ids)}, source or table.source)
+
+    @classmethod
+    def from_dataset_json(cls, dataset_json: Mapping, source: str = "dataset.json") -> LabelIdMap:
+        """The map mqsm_convert recorded: "labels" (nnU-Net's) and `mqsm.label_ids_original` (the
+        user's, written where they differ; a dataset without it uses nnU-Net's ids as the user's)."""
+        nnunet = check_label_ids(dataset_json["labels"], f"{source} labels")
+        user = (dataset_json.get("mqsm") or {}).get("label_ids_original")
+        user = nnunet if user is None else check_label_ids(user, f"{source} mqsm.label_ids_original")
+        if set(user) != set(nnunet):
+            raise ValueError(f"{source}: mqsm.label_ids_original and labels name different regions; "
+                             "convert the dataset again with mqsm_convert")
+        return cls(user, dict(sorted(nnunet.items(), key=lambda item: item[1])), source)
+
+    @property
+    def remapped(self) -> bool:
+        return self.user != self.nnunet
+
+    def _lookup(self, source: Mapping[str, int], target: Mapping[str, int]) -> np.ndarray:
+        table = np.full(max(source.values()) + 1, -1, dtype=np.int64)
+        for name, label in source.items():
+            table[label] = target[name]
+        return table
+
+    def _translate(self, label_map: np.ndarray, source: Mapping[str, int], target: Mapping[str, int],
+                   what: str) -> np.ndarray:
+        label_map = np.asarray(label_map)
+        table = self._lookup(source, target)
+        clipped = np.clip(label_map, 0, len(table) - 1)
+        translated = table[clipped]
+        bad = (label_map != clipped) | (translated < 0)
+        if bad.any():
+            unknown = sorted(set(np.unique(label_map[bad]).tolist()))
+            raise ValueError(f"{what} values {unknown} are not in {self.source}; add them there or fix the label map")
+        return translated
+
+    def to_nnunet(self, label_map: np.ndarray) -> np.ndarray:
+        """The user's ids -> nnU-Net's (int64). Raises ValueError for ids the table does not list."""
+        return self._translate(label_map, self.user, self.nnunet, "label")
+
+    def to_user(self, label_map: np.ndarray) -> np.ndarray:
+        """nnU-Net's ids -> the user's (int64). Raises ValueError for ids beyond nnU-Net's 0..N."""
+        return self._translate(label_map, self.nnunet, self.user, "nnU-Net label")
+
+    def user_dtype(self) -> type:
+        """The smallest unsigned integer type of the user's ids (what label maps are written as)."""
+        return label_dtype(self.user.values())
+
+
+def label_dtype(ids: Iterable[int]) -> type:
+    """uint8, uint16 or int32: the smallest type that holds every id (NIfTI label maps)."""
+    top = max(ids)
+    return np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.int32
 
 
 def as_label_map(data: np.ndarray, source: str) -> np.ndarray:

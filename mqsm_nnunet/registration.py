@@ -35,7 +35,7 @@ from tqdm import tqdm
 from mqsm_nnunet.command import MQSMWarning
 from mqsm_nnunet.conversion.cohort import check_case_id
 from mqsm_nnunet.files import atomic_folder, writable_folder
-from mqsm_nnunet.labels import as_label_map, read_labels_json
+from mqsm_nnunet.labels import LabelTable, as_label_map, label_dtype, read_labels
 from mqsm_nnunet.nifti import Volume, read_volume, write_volume
 
 __all__ = [
@@ -120,13 +120,15 @@ def _names(ids: set[int], labels: Mapping[str, int]) -> str:
     return ", ".join(f"{by_id[i]} ({i})" if i in by_id else str(i) for i in sorted(ids))
 
 
-def check_label_sets(template_ids: Sequence[int], labels: Mapping[str, int], source: str) -> None:
+def check_label_sets(template_ids: Sequence[int], labels: LabelTable | Mapping[str, int], source: str) -> None:
     """Refuse a template whose label map does not hold exactly the regions of the cohort's labels table:
     an unknown id would end up in no region, a missing one would leave that region empty in every subject.
 
     Raises:
-        ValueError: naming `source`, the ids on either side only, and the fix.
+        ValueError: naming `source`, the table's file, the ids on either side only, and the fix.
     """
+    table = LabelTable.of(labels, "the cohort's labels table")
+    labels = table.ids
     expected = {label for label in labels.values() if label != 0}
     present = {int(label) for label in template_ids if label != 0}
     unknown, missing = present - expected, expected - present
@@ -134,7 +136,7 @@ def check_label_sets(template_ids: Sequence[int], labels: Mapping[str, int], sou
         parts = ([f"ids only in the template: {_names(unknown, labels)}"] if unknown else []) + \
                 ([f"regions of the labels table missing from the template: {_names(missing, labels)}"] if missing
                  else [])
-        raise ValueError(f"{source}: the template's label set differs from the cohort's labels table "
+        raise ValueError(f"{source}: the template's label set differs from {table.source} "
                          f"({'; '.join(parts)}); use a template labelled with the same table, or pass `labels` "
                          "with exactly the template's regions")
 
@@ -150,9 +152,10 @@ def _check_same_table(template_table: Mapping[str, int], labels: Mapping[str, in
                      "or pass the matching table as `labels`")
 
 
-def load_template(folder: str | os.PathLike, labels: Mapping[str, int]) -> Template:
+def load_template(folder: str | os.PathLike, labels: LabelTable | Mapping[str, int]) -> Template:
     """Read `folder`/t1.nii.gz and `folder`/labels.nii.gz, and check the labels against `labels` (the
-    cohort's table, name -> id) and against `folder`/labels.json when the template has one.
+    cohort's table; a colour table cut down to the template's ids) and against `folder`/labels.json
+    when the template has one.
 
     Raises:
         FileNotFoundError: no such folder or file.
@@ -165,10 +168,12 @@ def load_template(folder: str | os.PathLike, labels: Mapping[str, int]) -> Templ
     t1 = read_volume(folder / "t1.nii.gz")
     volume = read_volume(folder / "labels.nii.gz", dtype=None)
     label_map = as_label_map(volume.data, str(folder / "labels.nii.gz"))
-    if (folder / "labels.json").is_file():
-        _check_same_table(read_labels_json(folder / "labels.json"), labels, str(folder / "labels.json"))
     ids = tuple(int(label) for label in np.unique(label_map))
-    check_label_sets(ids, labels, str(folder / "labels.nii.gz"))
+    table = LabelTable.of(labels, "the cohort's labels table")
+    check_label_sets(ids, table.found_in(ids), str(folder / "labels.nii.gz"))
+    if (folder / "labels.json").is_file():
+        _check_same_table(read_labels(folder / "labels.json").ids, table.found_in(ids).ids,
+                          str(folder / "labels.json"))
     return Template(folder, t1, Volume(label_map, volume.affine), ids)
 
 
@@ -281,10 +286,6 @@ def _subject_folders(cohort: Path, cases: Sequence[str] | None, names: Sequence[
     return folders
 
 
-def _label_dtype(ids: Sequence[int]) -> type:
-    return np.uint8 if max(ids) < 2**8 else np.uint16 if max(ids) < 2**16 else np.int32
-
-
 def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike, out_dir: str | os.PathLike,
                     methods: Sequence[str] = DEFAULT_METHODS, *, cases: Sequence[str] | None = None,
                     labels: str | os.PathLike | None = None, t1_name: str = "t1.nii.gz",
@@ -298,8 +299,8 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike, out_
     succeeded; other entries of `out_dir` are left alone.
 
     Args:
-        labels: the cohort's labels JSON (default: `cohort`/labels.json); the template must hold
-            exactly its regions.
+        labels: the cohort's labels file (default: `cohort`/labels.json; `labels.read_labels`); the
+            template must hold exactly its regions (a colour table's: the template's ids must be in it).
         t1_name, grid_name: file names inside each subject folder.
         overwrite: replace existing method folders in `out_dir`.
 
@@ -314,7 +315,7 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike, out_
     if not chosen:
         raise ValueError("no registration method given (`methods`)")
     seed = _check_seed(seed)
-    table = read_labels_json(Path(labels) if labels is not None else cohort / "labels.json")
+    table = read_labels(Path(labels) if labels is not None else cohort / "labels.json")
     folders = _subject_folders(cohort, cases, (t1_name, grid_name))
     writable_folder(out_dir)
     existing = [str(out_dir / m.name) for m in chosen if (out_dir / m.name).exists()]
@@ -322,7 +323,7 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike, out_
         raise ValueError(f"{', '.join(existing)} already exist(s); pass `overwrite` to replace, or choose another "
                          "`out_dir`")
     loaded = load_template(template, table)
-    dtype = _label_dtype(loaded.label_ids)
+    dtype = label_dtype(loaded.label_ids)
     report = CohortRegistration(out_dir.absolute(), loaded.folder.absolute(), seed)
     ants = _import_ants()
     with atomic_folder(out_dir, merge=True) as build, \

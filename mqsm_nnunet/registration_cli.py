@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                             f"{m.name}: {m.description}" for m in METHODS.values())
                         + f" (default: {' '.join(DEFAULT_METHODS)})")
     parser.add_argument("--cases", nargs="+", metavar="CASE", help="only these subjects (default: all)")
-    parser.add_argument("--labels", metavar="JSON", help="the cohort's labels table (default: COHORT/labels.json)")
+    parser.add_argument("--labels", metavar="JSON|LUT", help="the cohort's labels table: labels JSON, dataset.json or "
+                        "FreeSurferColorLUT-style table; the template's label map must use its ids (default: "
+                        "COHORT/labels.json)")
     parser.add_argument("--t1-name", default="t1.nii.gz", metavar="FILE",
                         help="T1 in each subject folder (default: t1.nii.gz)")
     parser.add_argument("--grid-name", default="field.nii.gz", metavar="FILE",

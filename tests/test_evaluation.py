@@ -165,16 +165,29 @@ def test_collect_segmentations_skips_qsm_maps(cohort):
     assert {case: path.name for case, path in found.items()} == {case: f"{case}.nii.gz" for case in CASES}
 
 
-def test_load_labels_reads_dataset_json_and_rejects_regions(tmp_path):
-    dataset = tmp_path / "dataset.json"
-    dataset.write_text(json.dumps({"channel_names": {"0": "T1"}, "labels": LABELS}))
-    assert evaluation.load_labels(dataset) == {"caudate_L": 1, "putamen_L": 4}
-    regions = tmp_path / "regions.json"
-    regions.write_text(json.dumps({"background": 0, "whole": [1, 2]}))
-    with pytest.raises(ValueError, match="whole"):
-        evaluation.load_labels(regions)
-    with pytest.raises(FileNotFoundError):
-        evaluation.load_labels(tmp_path / "missing.json")
+def test_labels_that_do_not_fit_a_map_are_refused_naming_both_files(cohort, capsys):
+    """Renumbered predictions (ids 1, 2 where the reference has 1, 4) must never be scored against
+    the reference's regions: the labels file lists 4, not 2."""
+    tmp_path, folders, labels = cohort
+    for case in CASES:
+        path = folders["pred"] / f"{case}.nii.gz"
+        volume = read_volume(path, dtype=None)
+        write_volume(path, np.where(volume.data == 4, 2, volume.data).astype(np.uint8), volume.affine)
+    out = tmp_path / "out"
+    assert evaluation.main(_argv(folders, out, labels=labels)) == 1
+    message = capsys.readouterr().err
+    assert f"{folders['pred'] / 'sub-001.nii.gz'}: label values [2] are not in {labels}" in message
+    assert not out.exists()
+
+
+def test_a_colour_table_names_the_regions_found(cohort):
+    tmp_path, folders, _ = cohort
+    lut = tmp_path / "FreeSurferColorLUT.txt"
+    lut.write_text("#No. Label Name:  R G B A\n0 Unknown 0 0 0 0\n1 Left-Caudate 1 2 3 0\n"
+                   "3 Unused 0 0 0 0\n4 Left-Putamen 4 5 6 0  # comment\n")
+    rows = evaluation.evaluate_segmentation(segmentation_files_in(folders["pred"]),
+                                            segmentation_files_in(folders["seg_ref"]), evaluation.read_labels(lut))
+    assert {(row["region"], row["label"]) for row in rows} == {("Left-Caudate", 1), ("Left-Putamen", 4)}
 
 
 def test_markdown_table_formats_nan_and_inf():

@@ -357,12 +357,3 @@ def test_cli_bad_reference_and_missing_folder(cohort_dirs, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_load_labels_accepts_plain_mapping_and_rejects_bad_ids(tmp_path):
-    path = tmp_path / "labels.json"
-    path.write_text(json.dumps({"background": 0, "csf": 3, "caudate": 1}))
-    assert iron.load_labels(path) == {"background": 0, "caudate": 1, "csf": 3}
-    for bad, match in [({"a": 1, "b": 1}, "more than one"), ({"a": 1.5}, "non-negative integers"),
-                       ({"a": [1, 2]}, "region-based")]:
-        path.write_text(json.dumps(bad))
-        with pytest.raises(ValueError, match=match):
-            iron.load_labels(path)

@@ -1,4 +1,5 @@
-"""labels: one reader for the labels JSON (every command) and one check for integer label maps."""
+"""labels: one reader for label tables (JSON, dataset.json, colour table), one id map per dataset, one
+check for integer label maps and for maps whose ids their table lacks."""
 from __future__ import annotations
 
 import json
@@ -6,16 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from mqsm_nnunet.labels import as_label_map, check_label_ids, read_labels_json
+from mqsm_nnunet.labels import (LabelIdMap, LabelTable, as_label_map, check_label_ids, check_label_map_ids,
+                                read_labels)
 
 
 def test_reads_a_mapping_or_a_dataset_json_sorted_by_id(tmp_path):
     plain = tmp_path / "labels.json"
     plain.write_text(json.dumps({"csf": 3, "background": 0, "caudate": 1}))
-    assert list(read_labels_json(plain).items()) == [("background", 0), ("caudate", 1), ("csf", 3)]
+    assert list(read_labels(plain).ids.items()) == [("background", 0), ("caudate", 1), ("csf", 3)]
     dataset = tmp_path / "dataset.json"
     dataset.write_text(json.dumps({"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": 1}}))
-    assert read_labels_json(dataset) == {"background": 0, "a": 1}
+    assert read_labels(dataset).ids == {"background": 0, "a": 1}
 
 
 @pytest.mark.parametrize("text, words", [
@@ -34,13 +36,13 @@ def test_refuses_what_breaks_a_rule_naming_the_file(tmp_path, text, words):
     path = tmp_path / "labels.json"
     path.write_text(text)
     with pytest.raises(ValueError, match=str(path)) as error:
-        read_labels_json(path)
+        read_labels(path)
     assert words in str(error.value)
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such labels JSON"):
-        read_labels_json(tmp_path / "nowhere.json")
+    with pytest.raises(FileNotFoundError, match="no such labels file"):
+        read_labels(tmp_path / "nowhere.json")
 
 
 def test_in_memory_tables_need_no_background():
@@ -58,3 +60,75 @@ def test_label_maps_of_integers_pass(data):
 def test_label_maps_are_never_rounded(data, words):
     with pytest.raises(ValueError, match=f"seg.nii.gz: .*{words}"):
         as_label_map(data, "seg.nii.gz")
+
+
+FREESURFER_LUT = """\
+#$Id: FreeSurferColorLUT.txt (an excerpt, same layout)
+#No. Label Name:                            R   G   B   A
+
+0   Unknown                                 0   0   0   0
+2   Left-Cerebral-White-Matter              245 245 245 0
+12  Left-Putamen                            236 13  176 0
+13  Left-Pallidum                           12  48  255 0   # iron-rich
+28  Left-VentralDC                          165 42  42  0
+"""
+
+
+def test_reads_a_freesurfer_colour_table_as_a_catalogue(tmp_path):
+    path = tmp_path / "FreeSurferColorLUT.txt"
+    path.write_text(FREESURFER_LUT)
+    table = read_labels(path)
+    assert table.catalogue and table.source == str(path)
+    assert table.ids == {"Unknown": 0, "Left-Cerebral-White-Matter": 2, "Left-Putamen": 12, "Left-Pallidum": 13,
+                         "Left-VentralDC": 28}
+    assert table.found_in([0, 13, 12]).ids == {"Unknown": 0, "Left-Putamen": 12, "Left-Pallidum": 13}
+    assert not table.found_in([12]).catalogue
+
+
+@pytest.mark.parametrize("text, words", [
+    ("0 Unknown 0 0 0 0\n12 Left-Putamen 236 13\n", "line 2: '12 Left-Putamen 236 13' is not 'id name R G B A'"),
+    ("0 Unknown 0 0 0 0\n12 Putamen 1 1 1 0\n13 Putamen 1 1 1 0\n", "line 3: the name 'Putamen' appears twice"),
+    ("0 Unknown 0 0 0 0\n12 A 1 1 1 0\n12 B 1 1 1 0\n", "more than one name"),
+    ("12 Left-Putamen 1 1 1 0\n", "no id 0"),
+    ("# only comments\n", "no entries"),
+])
+def test_refuses_a_broken_colour_table_naming_the_line(tmp_path, text, words):
+    path = tmp_path / "lut.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=str(path)) as error:
+        read_labels(path)
+    assert words in str(error.value)
+
+
+def test_a_dataset_json_gives_the_users_ids_where_mqsm_convert_renumbered_them(tmp_path):
+    user = {"background": 0, "Left-Putamen": 12, "Left-Pallidum": 13}
+    dataset = {"labels": {"background": 0, "Left-Putamen": 1, "Left-Pallidum": 2},
+               "mqsm": {"label_ids_original": user}}
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(dataset))
+    assert read_labels(path).ids == user
+    ids = LabelIdMap.from_dataset_json(dataset)
+    assert ids.remapped and ids.nnunet == dataset["labels"] and ids.user == user
+
+
+def test_the_id_map_translates_both_ways_and_refuses_unknown_ids():
+    ids = LabelIdMap.numbered({"background": 0, "Left-Putamen": 12, "Left-Pallidum": 13, "Brain-Stem": 16})
+    assert ids.nnunet == {"background": 0, "Left-Putamen": 1, "Left-Pallidum": 2, "Brain-Stem": 3}
+    user = np.array([[0, 12], [13, 16]])
+    nnunet = ids.to_nnunet(user)
+    np.testing.assert_array_equal(nnunet, [[0, 1], [2, 3]])
+    np.testing.assert_array_equal(ids.to_user(nnunet), user)
+    assert ids.user_dtype() is np.uint8
+    with pytest.raises(ValueError, match=r"label values \[14, 300\] are not in labels"):
+        ids.to_nnunet(np.array([0, 14, 300]))
+    with pytest.raises(ValueError, match=r"nnU-Net label values \[4\]"):
+        ids.to_user(np.array([0, 4]))
+    assert not LabelIdMap.numbered({"background": 0, "a": 1}).remapped
+    assert LabelIdMap.numbered({"background": 0, "ctx-lh-insula": 1035}).user_dtype() is np.uint16
+
+
+def test_a_map_with_ids_its_table_lacks_is_refused_naming_both_files():
+    table = LabelTable({"background": 0, "Left-Putamen": 12}, "cohort/labels.json")
+    check_label_map_ids([0, 12], table, "pred/sub-001.nii.gz")
+    with pytest.raises(ValueError, match=r"pred/sub-001.nii.gz: label values \[1, 2\] are not in cohort/labels.json"):
+        check_label_map_ids([0, 1, 2, 12], table, "pred/sub-001.nii.gz")

@@ -23,8 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--qsm", required=True, type=Path, metavar="DIR",
                         help="QSM maps <case>_qsm.nii.gz (or <case>.nii.gz), ppm")
     parser.add_argument("--seg", required=True, type=Path, metavar="DIR", help="segmentations <case>.nii.gz")
-    parser.add_argument("--labels", required=True, type=Path, metavar="JSON",
-                        help="name -> label id, or an nnU-Net dataset.json")
+    parser.add_argument("--labels", required=True, type=Path, metavar="JSON|LUT",
+                        help="the segmentations' label table: a labels JSON (name -> id), an nnU-Net dataset.json "
+                             "(your own ids, as mqsm_predict writes them) or a FreeSurferColorLUT-style table "
+                             "(id name R G B A; rows for the ids found). A segmentation holding an id the table "
+                             "does not list is refused, naming both files")
     parser.add_argument("-o", "--out", required=True, type=Path, metavar="OUT", help="output folder")
     parser.add_argument("--reference", nargs="+", default=["none"], metavar="none|brain|LABEL",
                         help="susceptibility reference subtracted per subject: none (default), brain (mean "

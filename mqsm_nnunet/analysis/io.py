@@ -9,24 +9,21 @@ from pathlib import Path
 import numpy as np
 
 from mqsm_nnunet.grid import check_same_grid
-from mqsm_nnunet.labels import as_label_map
+from mqsm_nnunet.labels import LabelTable, as_label_map, check_label_map_ids
 from mqsm_nnunet.nifti import read_volume
 
 
 def load_case(qsm_path: Path, seg_path: Path, mask_path: Path | None,
-              known_ids: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[float, float, float]]:
+              table: LabelTable) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[float, float, float]]:
     """(QSM in ppm, labels, brain mask or None, voxel size) of one case.
 
     Raises:
         FileNotFoundError / ValueError: a file is missing or unreadable, not on the segmentation's
-            grid, or the segmentation holds labels the table does not list (each naming the file).
+            grid, or the segmentation holds labels the table does not list (naming both files).
     """
     seg_volume = read_volume(seg_path, dtype=None)
     seg = as_label_map(seg_volume.data, str(seg_path))
-    unknown = sorted(set(np.unique(seg).tolist()) - known_ids - {0})
-    if unknown:
-        raise ValueError(f"{seg_path}: label values {unknown} are not in the labels JSON; add them there "
-                         "or pass the labels file this segmentation was made with")
+    check_label_map_ids(np.unique(seg).tolist(), table, seg_path)
     qsm_volume = read_volume(qsm_path, dtype=np.float64)
     check_same_grid(qsm_path, qsm_volume.affine, qsm_volume.data.shape, seg_path, seg_volume.affine, seg.shape)
     mask = None
@@ -35,6 +32,14 @@ def load_case(qsm_path: Path, seg_path: Path, mask_path: Path | None,
         check_same_grid(mask_path, mask_volume.affine, mask_volume.data.shape, seg_path, seg_volume.affine, seg.shape)
         mask = mask_volume.data != 0
     return qsm_volume.data, seg, mask, seg_volume.voxel_size
+
+
+def label_ids_in(seg_files: Mapping[str, Path]) -> set[int]:
+    """Every id found in the segmentations (what a colour table is cut down to)."""
+    found: set[int] = set()
+    for path in seg_files.values():
+        found.update(np.unique(as_label_map(read_volume(path, dtype=None).data, str(path))).tolist())
+    return found
 
 
 def case_map(files: Mapping[str, str | os.PathLike], what: str) -> dict[str, Path]:

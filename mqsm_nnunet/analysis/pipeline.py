@@ -6,25 +6,25 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mqsm_nnunet.analysis.io import case_map, folder_of, load_case
+from mqsm_nnunet.analysis.io import case_map, folder_of, label_ids_in, load_case
 from mqsm_nnunet.analysis.regions import parse_reference, regions_of
 from mqsm_nnunet.analysis.report import OUTPUT_FILES, write_outputs
 from mqsm_nnunet.analysis.results import IronReport, RegionStats, SusceptibilityReference
 from mqsm_nnunet.analysis.statistics import check_erode_mm, cohort_summary, paired_comparison, regional_statistics
 from mqsm_nnunet.cases import pair_cases
 from mqsm_nnunet.files import atomic_folder, writable_folder
-from mqsm_nnunet.labels import read_labels_json
+from mqsm_nnunet.labels import LabelTable, read_labels
 
 
 def _analyse_set(qsm_files: Mapping[str, Path], seg_files: Mapping[str, Path], mask_files: Mapping[str, Path] | None,
-                 regions: Mapping[str, int], reference: SusceptibilityReference,
+                 table: LabelTable, reference: SusceptibilityReference,
                  erode_mm: float) -> dict[str, list[RegionStats]]:
-    """Per case (sorted) the statistics of every region."""
-    known_ids = set(regions.values())
+    """Per case (sorted) the statistics of every region of `table`."""
+    regions = regions_of(table.ids, table.source)
     per_case = {}
     for case in sorted(qsm_files):
         mask_path = mask_files[case] if mask_files else None
-        qsm, seg, mask, voxel_size = load_case(qsm_files[case], seg_files[case], mask_path, known_ids)
+        qsm, seg, mask, voxel_size = load_case(qsm_files[case], seg_files[case], mask_path, table)
         try:
             per_case[case] = regional_statistics(qsm, seg, regions, voxel_size, reference, erode_mm, mask)
         except ValueError as error:
@@ -35,7 +35,7 @@ def _analyse_set(qsm_files: Mapping[str, Path], seg_files: Mapping[str, Path], m
 def run_iron_analysis(
     qsm_files: Mapping[str, str | os.PathLike],
     seg_files: Mapping[str, str | os.PathLike],
-    labels: str | os.PathLike | Mapping[str, int],
+    labels: str | os.PathLike | Mapping[str, int] | LabelTable,
     out_dir: str | os.PathLike,
     reference: str | int | Sequence[str | int] = "none",
     compare_qsm_files: Mapping[str, str | os.PathLike] | None = None,
@@ -50,7 +50,8 @@ def run_iron_analysis(
 
     Args:
         qsm_files, seg_files: case id -> QSM (ppm) / segmentation file; same cases in both.
-        labels: labels JSON path (name -> id, or an nnU-Net dataset.json) or the mapping itself.
+        labels: a labels file (`labels.read_labels`: labels JSON, dataset.json or FreeSurferColorLUT-style
+            table; a colour table's regions are the ids found in the segmentations), or the table itself.
         reference: 'none', 'brain' or label names / ids (`parse_reference`).
         compare_qsm_files, compare_seg_files: the reference set (e.g. true susceptibility and/or
             ground-truth labels); giving one compares, the other defaults to this set's files.
@@ -62,17 +63,14 @@ def run_iron_analysis(
 
     Raises:
         FileNotFoundError: a file is missing.
-        ValueError: case lists differ, geometry differs, unknown label values, bad arguments.
+        ValueError: case lists differ, geometry differs, label values the table does not list, bad arguments.
     """
     out_dir = Path(out_dir)
     writable_folder(out_dir)  # refuse before the work, not after
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} exists and is not a folder; `out` needs a folder")
-    if isinstance(labels, Mapping):
-        regions = regions_of(labels, "labels")
-    else:
-        regions = regions_of(read_labels_json(labels), str(labels))
-    susceptibility_reference = parse_reference(reference, regions)
+    table = LabelTable.of(labels) if isinstance(labels, (Mapping, LabelTable)) else read_labels(labels)
+    regions_of(table.ids, table.source)
     erode_mm = check_erode_mm(erode_mm)
     qsm = case_map(qsm_files, "qsm_files")
     seg = case_map(seg_files, "seg_files")
@@ -90,12 +88,15 @@ def run_iron_analysis(
         inputs[set_names[1]] = f"QSM {folder_of(other_qsm)}, segmentations {folder_of(other_seg)}"
     if masks is not None:
         inputs["Brain masks"] = folder_of(masks)
+    if table.catalogue:
+        table = table.found_in(label_ids_in(seg) | (label_ids_in(other_seg) if comparing else set()))
+    susceptibility_reference = parse_reference(reference, regions_of(table.ids, table.source))
 
-    subjects = _analyse_set(qsm, seg, masks, regions, susceptibility_reference, erode_mm)
+    subjects = _analyse_set(qsm, seg, masks, table, susceptibility_reference, erode_mm)
     report = IronReport(out_dir, susceptibility_reference, erode_mm, tuple(set_names), subjects,
                         cohort_summary(subjects), inputs=inputs)
     if comparing:
-        report.reference_subjects = _analyse_set(other_qsm, other_seg, masks, regions, susceptibility_reference,
+        report.reference_subjects = _analyse_set(other_qsm, other_seg, masks, table, susceptibility_reference,
                                                  erode_mm)
         report.reference_summary = cohort_summary(report.reference_subjects)
         report.comparison = paired_comparison(subjects, report.reference_subjects)

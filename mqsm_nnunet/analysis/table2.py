@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mqsm_nnunet.analysis.io import case_map, label_ids_in
 from mqsm_nnunet.analysis.pipeline import run_iron_analysis
 from mqsm_nnunet.analysis.report import OUTPUT_FILES, _pm, _write_csv
 from mqsm_nnunet.analysis.results import IronReport
 from mqsm_nnunet.analysis.statistics import _paired_test, significance_mark
 from mqsm_nnunet.figures import difference_plot
 from mqsm_nnunet.files import atomic_folder, writable_folder
+from mqsm_nnunet.labels import LabelTable, read_labels
 
 __all__ = ["REGION_GROUPS", "TABLE2_FILES", "GroupDifference", "Table2Report", "region_group",
            "paired_differences", "group_differences", "run_table2"]
@@ -165,7 +167,7 @@ def _folder_name(column: str) -> str:
 def run_table2(
     columns: Mapping[str, tuple[Mapping[str, str | os.PathLike], Mapping[str, str | os.PathLike]]],
     reference_set: tuple[str, Mapping[str, str | os.PathLike] | None, Mapping[str, str | os.PathLike] | None],
-    labels: str | os.PathLike | Mapping[str, int],
+    labels: str | os.PathLike | Mapping[str, int] | LabelTable,
     out_dir: str | os.PathLike,
     *,
     reference: str | int | Sequence[str | int] = "none",
@@ -182,7 +184,8 @@ def run_table2(
             true chi, true labels); a None side takes the columns' own files (which must then be
             the same for every column, e.g. one QSM read with several segmentations).
         labels, reference, mask_files, erode_mm: as `run_iron_analysis` (`reference` is the
-            susceptibility reference subtracted per subject).
+            susceptibility reference subtracted per subject); a colour table is cut down to the ids
+            found in any column or the reference, so every column has the same rows.
 
     Raises:
         ValueError / FileNotFoundError: as `run_iron_analysis`; no column, a reference set with
@@ -202,6 +205,10 @@ def run_table2(
     if len(set(folders.values())) < len(folders):
         raise ValueError(f"column names {list(columns)} give the same folder name twice; name the columns apart")
     out_dir = writable_folder(out_dir)
+    labels = LabelTable.of(labels) if isinstance(labels, (Mapping, LabelTable)) else read_labels(labels)
+    if labels.catalogue:
+        segmentations = [seg_files for _, seg_files in columns.values()] + ([reference_seg] if reference_seg else [])
+        labels = labels.found_in(set().union(*(label_ids_in(case_map(files, "seg_files")) for files in segmentations)))
     reports: dict[str, IronReport] = {}
     with atomic_folder(out_dir, merge=True, owned=OUTPUT_FILES + TABLE2_FILES) as build:
         for column, (qsm_files, seg_files) in columns.items():

@@ -1,4 +1,4 @@
-"""What a cohort folder holds: its subjects (one folder each) and its labels table.
+"""What a cohort folder holds: its subjects, one folder each.
 
 Every non-hidden subfolder is a subject; its name is the nnU-Net case id. A subject with a label
 map is a training subject unless named a test subject.
@@ -11,10 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from mqsm_nnunet.conversion.options import FileNames
-from mqsm_nnunet.labels import read_labels_json
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -26,43 +24,6 @@ class Subject:
     case_id: str
     folder: Path
     training: bool
-
-
-@dataclass(frozen=True)
-class LabelTable:
-    """The labels JSON, made consecutive for nnU-Net.
-
-    Attributes:
-        labels: name -> consecutive id (0..N), sorted by the original id: dataset.json "labels".
-        original: name -> id as in the JSON, sorted by id.
-        source: the JSON file, named in error messages.
-    """
-
-    labels: dict[str, int]
-    original: dict[str, int]
-    source: str = "labels JSON"
-
-    @property
-    def remapped(self) -> bool:
-        return self.labels != self.original
-
-    @classmethod
-    def from_json(cls, path: str | os.PathLike) -> LabelTable:
-        """Read the labels JSON with `labels.read_labels_json` (its rules) and number the names 0..N in id order.
-
-        Raises:
-            FileNotFoundError / ValueError: as `read_labels_json`.
-        """
-        original = read_labels_json(path)
-        consecutive = {name: new for new, name in enumerate(original)}
-        return cls(labels=consecutive, original=original, source=str(path))
-
-    def lookup(self) -> np.ndarray:
-        """Array mapping original id -> consecutive id (-1 for ids the JSON does not list)."""
-        table = np.full(max(self.original.values()) + 1, -1, dtype=np.int64)
-        for name, label in self.original.items():
-            table[label] = self.labels[name]
-        return table
 
 
 def check_case_id(case_id: str) -> str:

@@ -3,7 +3,8 @@
 The dataset is built in a hidden folder next to the destination and renamed into place only after
 every subject succeeded (`files.atomic_folder`), so an error, Ctrl-C or SIGTERM never leaves a
 half-written dataset behind. nnU-Net wants consecutive labels 0..N; other ids are remapped and the
-originals recorded in dataset.json's "mqsm" block.
+user's ids recorded in dataset.json's "mqsm" block (`labels.LabelIdMap`), from which predictions are
+mapped back.
 """
 from __future__ import annotations
 
@@ -14,14 +15,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from mqsm_nnunet.command import worker_pool
-from mqsm_nnunet.conversion.cohort import LabelTable, discover_subjects
+from mqsm_nnunet.conversion.cohort import Subject, discover_subjects
 from mqsm_nnunet.conversion.options import ConversionOptions, ConversionWarning
 from mqsm_nnunet.conversion.subject import FILE_ENDING, Job, SubjectResult, convert_subject
 from mqsm_nnunet.dataset_metadata import channel_layout, channel_names
 from mqsm_nnunet.files import atomic_folder, writable_folder
+from mqsm_nnunet.labels import LabelIdMap, LabelTable, as_label_map, read_labels
+from mqsm_nnunet.nifti import read_volume
 from mqsm_nnunet.nnunet_datasets import dataset_folder_name, existing_datasets, folds_warning, nnunet_raw_folder
 
 MQSM_BLOCK_VERSION = 1
@@ -57,7 +61,7 @@ def _stale_nnunet_folders(dataset_id: int, folder_name: str) -> list[str]:
     return notes
 
 
-def mqsm_block(options: ConversionOptions, labels: LabelTable, results: Sequence[SubjectResult]) -> dict:
+def mqsm_block(options: ConversionOptions, labels: LabelIdMap, results: Sequence[SubjectResult]) -> dict:
     """The "mqsm" block of dataset.json: what later steps (training, prediction, iron) need to know."""
     sources = {r.b0_source for r in results}
     block = {
@@ -75,20 +79,20 @@ def mqsm_block(options: ConversionOptions, labels: LabelTable, results: Sequence
     if options.qsm_only:
         block["qsm_only"] = True
     if labels.remapped:
-        block["label_ids_original"] = dict(labels.original)
+        block["label_ids_original"] = dict(labels.user)
     references = sorted(r.case_id for r in results if r.has_reference_qsm)
     if references:
         block["reference_qsm"] = {"folder": "qsmTr", "cases": references}
     return block
 
 
-def dataset_json(name: str, options: ConversionOptions, labels: LabelTable,
+def dataset_json(name: str, options: ConversionOptions, labels: LabelIdMap,
                  results: Sequence[SubjectResult]) -> dict:
     """The stock nnU-Net keys plus the "mqsm" block."""
     channels = "" if options.qsm_only else "T1 (zscore), "
     return {
         "channel_names": channel_names(options.qsm_only),
-        "labels": dict(labels.labels),
+        "labels": dict(labels.nnunet),
         "numTraining": sum(r.training for r in results),
         "file_ending": FILE_ENDING,
         "name": name,
@@ -111,6 +115,22 @@ def _mapped(function: Callable[[Job], SubjectResult], jobs: Sequence[Job],
         return
     with worker_pool(processes) as pool:
         yield pool.imap_unordered(function, jobs)
+
+
+def _study_table(table: LabelTable, subjects: Sequence[Subject], options: ConversionOptions) -> LabelTable:
+    """The study's own table: a colour table (FreeSurferColorLUT) cut down to the ids its training
+    label maps hold, a labels JSON as it is."""
+    if not table.catalogue:
+        return table
+    present: set[int] = set()
+    for subject in subjects:
+        path = subject.folder / options.file_names.labels
+        if subject.training:
+            try:
+                present.update(np.unique(as_label_map(read_volume(path, dtype=None).data, str(path))).tolist())
+            except (ValueError, OSError) as error:
+                raise ValueError(f"{subject.case_id}: {error}") from None
+    return table.found_in(present)
 
 
 def default_num_processes() -> int:
@@ -149,20 +169,22 @@ def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
     cohort = Path(cohort)
     notes = options.unused_arguments() + _stale_nnunet_folders(dataset_id, folder_name)
     if options.qsm_only:
-        labels = LabelTable(labels=dict(BRAIN_LABELS), original=dict(BRAIN_LABELS), source="brain mask")
+        labels = LabelIdMap.numbered(BRAIN_LABELS, "brain mask")
         if labels_json is not None:
             notes.append("`labels_json` is ignored with `qsm_only` (the brain mask is the label map)")
     else:
         try:
-            labels = LabelTable.from_json(cohort / "labels.json" if labels_json is None else labels_json)
+            table = read_labels(cohort / "labels.json" if labels_json is None else labels_json)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"{error}; put it in the cohort folder or give `labels_json`") from None
     subjects = discover_subjects(cohort, options.file_names, test_subjects, qsm_only=options.qsm_only)
+    if not options.qsm_only:
+        labels = LabelIdMap.numbered(_study_table(table, subjects, options))
     for note in notes:
         _warn(note)
     if labels.remapped:
-        _warn(f"labels JSON ids {sorted(labels.original.values())} are not consecutive; label maps are remapped to "
-              "0..N in id order (originals in dataset.json mqsm.label_ids_original)")
+        _warn(f"label ids {sorted(labels.user.values())} are not consecutive: nnU-Net trains on 0..N in id order "
+              "(dataset.json mqsm.label_ids_original keeps yours; mqsm_predict writes yours)")
     few_folds = folds_warning(sum(s.training for s in subjects), options.qsm_only)
     if few_folds:
         _warn(few_folds)
@@ -180,7 +202,7 @@ def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
                 results.append(result)
                 bar.update()
         present = set().union(*(r.label_ids_present for r in results if r.training))
-        absent = [label for label, new in labels.labels.items() if new not in present]
+        absent = [label for label, new in labels.nnunet.items() if new not in present]
         if absent:
             _warn(f"labels {absent} occur in no training subject's label map")
         (build / "dataset.json").write_text(json.dumps(dataset_json(name, options, labels, results), indent=2) + "\n")

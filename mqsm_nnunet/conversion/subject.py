@@ -23,12 +23,12 @@ from nibabel.processing import resample_from_to
 from mqsm_nnunet import physics
 from mqsm_nnunet.command import user_message
 from mqsm_nnunet.conversion.b0 import b0_direction
-from mqsm_nnunet.conversion.cohort import LabelTable, Subject
+from mqsm_nnunet.conversion.cohort import Subject
 from mqsm_nnunet.conversion.field_units import field_in_ppm
 from mqsm_nnunet.conversion.options import ConversionOptions, ConversionWarning, FILE_ROLES
 from mqsm_nnunet.dataset_metadata import channel_layout
 from mqsm_nnunet.grid import grid_mismatch
-from mqsm_nnunet.labels import as_label_map
+from mqsm_nnunet.labels import LabelIdMap, as_label_map
 from mqsm_nnunet.nifti import Volume, read_volume, write_volume
 
 FILE_ENDING = ".nii.gz"
@@ -42,7 +42,7 @@ class Job:
 
     subject: Subject
     options: ConversionOptions
-    labels: LabelTable | None
+    labels: LabelIdMap | None
     output: Path
 
 
@@ -129,19 +129,13 @@ class _Reader:
             notes.append(f"{self.subject.case_id}: {self.paths['field']}: {warning}")
         return ppm
 
-    def label_map(self, field: Volume, labels: LabelTable) -> np.ndarray:
-        """The label map with consecutive ids."""
+    def label_map(self, field: Volume, labels: LabelIdMap) -> np.ndarray:
+        """The label map in nnU-Net's consecutive ids."""
         data = self.on_field_grid("labels", field, "label map", dtype=None)
         try:
-            data = as_label_map(data, "label map")
+            return labels.to_nnunet(as_label_map(data, "label map"))
         except ValueError as error:
             raise self.fail("labels", str(error)) from None
-        table = labels.lookup()
-        unknown = [int(v) for v in np.unique(data) if v >= table.size or table[v] < 0]
-        if unknown:
-            raise self.fail("labels", f"label values {unknown} are not in the labels JSON {labels.source}; "
-                                      "add them there or fix the label map")
-        return table[data]
 
     def reference_qsm(self, field: Volume) -> np.ndarray:
         data = self.on_field_grid("chi", field, "reference QSM", dtype=np.float32)
@@ -169,7 +163,7 @@ class _Reader:
         return resample_to_grid(t1, field.affine, field.data.shape)
 
 
-def _convert(subject: Subject, options: ConversionOptions, labels: LabelTable | None, images: Path,
+def _convert(subject: Subject, options: ConversionOptions, labels: LabelIdMap | None, images: Path,
              dataset: Path | None, layout: dict[str, int]) -> SubjectResult:
     """Validate one subject and write its channels (`layout`: role -> index) into `images`; for a
     training subject also `dataset/labelsTr/<case>` (the brain mask for `qsm_only`) and, when the

@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="QSM and brain-region segmentation for new subjects with a trained mQSM model. Same flags "
-                    "as nnUNetv2_predict; per case it writes the segmentation <case>.nii.gz and the QSM "
-                    "<case>_qsm.nii.gz (ppm, the input's exact geometry, 0 outside the brain mask). Sliding "
+                    "as nnUNetv2_predict; per case it writes the segmentation <case>.nii.gz (in the label ids of "
+                    "your own label maps, whatever ids nnU-Net trained on) and the QSM <case>_qsm.nii.gz (ppm, the "
+                    "input's exact geometry, 0 outside the brain mask). Sliding "
                     "window with Gaussian weighting, mirroring test-time augmentation and averaging over folds "
                     "apply to both outputs. Subjects without a T1 (field map + mask only) get the QSM alone, "
                     "from any mQSM model: the reconstruction never reads the T1.",
