@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "needs --b0 and --te)")
     parser.add_argument("--b0", type=float, metavar="T", help="field strength in tesla")
     parser.add_argument("--te", type=float, metavar="S", help="echo time in seconds (for --field-units rad)")
+    parser.add_argument("--skip-field-size-check", action="store_true",
+                        help="convert a field whose size does not fit its units (robust half-range outside "
+                             "0.005-0.075 ppm) with a warning instead of refusing it: only for truly unusual fields "
+                             "(hemorrhage, calcification); docs/conversion.md")
     parser.add_argument("--b0-dir", type=float, nargs=3, metavar=("X", "Y", "Z"),
                         help="B0 direction in voxel axes (i, j, k) for every subject (default: a 'B0_dir' in a "
                              "JSON sidecar next to the field map, field.json or params.json, else from each field "
@@ -86,7 +90,7 @@ def _convert(args: argparse.Namespace) -> None:
         field_units=args.field_units, b0=args.b0, te=args.te, b0_dir=tuple(args.b0_dir) if args.b0_dir else None,
         thresholds=tuple(args.thresholds),
         file_names=FileNames(args.t1_name, args.field_name, args.mask_name, args.labels_name, args.chi_name),
-        qsm_only=args.qsm_only)
+        qsm_only=args.qsm_only, skip_field_size_check=args.skip_field_size_check)
     print(convert_cohort(args.cohort, args.dataset_id, args.name, labels_json=args.labels_json, options=options,
                          test_subjects=args.test_subjects, overwrite=args.overwrite, num_processes=args.num_processes))
 

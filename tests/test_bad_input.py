@@ -229,7 +229,7 @@ def test_hz_field_given_as_ppm_is_refused(cohort, nnunet, run, b0):
     scale_fields(cohort, lambda ppm: physics.ppm_to_hz(ppm, b0))
     line = assert_refused(run(convert_main, *convert_args(cohort)), "mqsm_convert", "field.nii.gz",
                           "implausible", "--field-units hz", "--b0")
-    assert "0.01 to 0.2 ppm" in line  # the numbers behind the verdict
+    assert "0.01 to 0.06 ppm" in line  # the numbers behind the verdict
     assert_no_dataset(nnunet)
 
 
@@ -240,10 +240,20 @@ def test_ppm_field_given_as_hz_is_refused(cohort, nnunet, run, b0):
     assert_no_dataset(nnunet)
 
 
-def test_long_te_phase_given_as_ppm_is_refused(cohort, nnunet, run):
-    scale_fields(cohort, lambda ppm: physics.ppm_to_phase(ppm, 0.02, 7.0))  # x37 rad per ppm
-    assert_refused(run(convert_main, *convert_args(cohort)), "mqsm_convert", "field.nii.gz", "implausible")
+@pytest.mark.parametrize("b0, te", [(7.0, 0.02), (3.0, 0.005), (3.0, 0.02), (3.0, 0.04)])  # x37, x4, x16, x32
+def test_a_local_phase_in_radians_given_as_ppm_is_refused(cohort, nnunet, run, b0, te):
+    scale_fields(cohort, lambda ppm: physics.ppm_to_phase(ppm, te, b0))
+    assert_refused(run(convert_main, *convert_args(cohort)), "mqsm_convert", "field.nii.gz", "implausible",
+                   "--field-units rad")
     assert_no_dataset(nnunet)
+
+
+def test_a_truly_strong_ppm_field_converts_when_the_size_check_is_skipped(cohort, nnunet, run):
+    scale_fields(cohort, lambda ppm: 5 * ppm)  # about 0.15 ppm: a large hemorrhage, say
+    assert_refused(run(convert_main, *convert_args(cohort)), "mqsm_convert", "field.nii.gz", "implausible",
+                   "--skip-field-size-check")
+    result = run(convert_main, *convert_args(cohort, "--skip-field-size-check"))
+    assert result.status == 0 and "converted anyway" in result.err
 
 
 @pytest.mark.parametrize("units", [[], ["--field-units", "rad", "--b0", "3", "--te", "0.02"]])
@@ -254,7 +264,7 @@ def test_wrapped_phase_is_refused_whatever_the_units(cohort, nnunet, run, units)
     assert_no_dataset(nnunet)
 
 
-@pytest.mark.parametrize("target_ppm", [0.3, 0.007])  # above and below the typical 0.01-0.2 ppm
+@pytest.mark.parametrize("target_ppm", [0.065, 0.007])  # above and below the typical 0.01-0.06 ppm
 def test_borderline_field_size_converts_with_a_warning_naming_the_numbers(cohort, nnunet, run, target_ppm):
     first = read_volume(cohort / "sub-001" / "field.nii.gz")
     spread = robust_half_range(first.data, read_volume(cohort / "sub-001" / "mask.nii.gz").data == 1)
@@ -264,7 +274,7 @@ def test_borderline_field_size_converts_with_a_warning_naming_the_numbers(cohort
     notes = [line for line in warnings_of(result, "mqsm_convert") if "robust half-range" in line]
     assert len(notes) == len(CASES)
     assert "sub-001" in notes[0] and "field.nii.gz" in notes[0] and f"{target_ppm:.3g} ppm" in notes[0]
-    assert "0.01 to 0.2 ppm" in notes[0] and "--field-units" in notes[0]
+    assert "0.01 to 0.06 ppm" in notes[0] and "--field-units" in notes[0]
 
 
 def test_predict_refuses_a_hz_field_in_subject_folders(model, cohort, tmp_path, run):

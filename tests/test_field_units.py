@@ -26,7 +26,7 @@ def test_robust_half_range_ignores_the_offset_and_the_extreme_voxels():
     assert robust_half_range(values, MASK) == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize("spread", [0.011, 0.05, 0.19])
+@pytest.mark.parametrize("spread", [0.011, 0.03, 0.059])
 def test_a_typical_ppm_field_passes_silently(spread):
     ppm, warning = field_in_ppm(field_with_half_range(spread), MASK, "ppm", None, None)
     assert warning is None and ppm.dtype == np.float32
@@ -44,7 +44,7 @@ def test_hz_read_as_ppm_and_ppm_read_as_hz_are_refused_at_every_field_strength(b
     assert warning is None and robust_half_range(ppm, MASK) == pytest.approx(spread, rel=1e-5)
 
 
-@pytest.mark.parametrize("spread", [0.3, 0.007])
+@pytest.mark.parametrize("spread", [0.07, 0.007])
 def test_borderline_sizes_warn_with_the_numbers(spread):
     _, warning = field_in_ppm(field_with_half_range(spread), MASK, "ppm", None, None)
     assert warning is not None and f"{spread:.3g} ppm" in warning and "at 1.5 T" in warning and "`field_units`" in warning
@@ -54,6 +54,29 @@ def test_borderline_sizes_warn_with_the_numbers(spread):
 def test_outside_the_plausible_range_is_refused(spread):
     with pytest.raises(ValueError, match=f"{spread:.3g} ppm read as ppm"):
         field_in_ppm(field_with_half_range(spread), MASK, "ppm", None, None)
+
+
+@pytest.mark.parametrize("b0", [3.0, 7.0])
+@pytest.mark.parametrize("te", [0.005, 0.01, 0.02, 0.03, 0.04])
+@pytest.mark.parametrize("spread", [0.019, 0.03, 0.06])
+def test_a_local_phase_at_3_and_7_tesla_read_as_ppm_is_refused_over_the_usual_echo_times(b0, te, spread):
+    """A tissue field of 0.019 ppm or more (the phantom's: 0.02-0.03) as radians, TE 5-40 ms, given as ppm."""
+    phase = physics.ppm_to_phase(field_with_half_range(spread), te, b0)
+    with pytest.raises(ValueError, match="implausible.*field_units` rad"):
+        field_in_ppm(phase, MASK, "ppm", None, None)
+    ppm, warning = field_in_ppm(phase, MASK, "rad", b0, te)
+    assert warning is None and robust_half_range(ppm, MASK) == pytest.approx(spread, rel=1e-5)
+
+
+def test_the_size_check_can_be_skipped_for_a_truly_unusual_field_but_not_the_wrapping_check():
+    strong = field_with_half_range(0.15)  # ppm, e.g. a large hemorrhage
+    with pytest.raises(ValueError, match="`skip_field_size_check`"):
+        field_in_ppm(strong, MASK, "ppm", None, None)
+    ppm, warning = field_in_ppm(strong, MASK, "ppm", None, None, check_size=False)
+    assert "implausible" in warning and "converted anyway" in warning
+    np.testing.assert_array_equal(ppm, strong.astype(np.float32))
+    with pytest.raises(ValueError, match="wrapped phase"):
+        field_in_ppm(np.linspace(-math.pi, math.pi, 1000), MASK, "ppm", None, None, check_size=False)
 
 
 def test_radians_at_long_te_read_as_ppm_are_refused_and_converted_when_stated():

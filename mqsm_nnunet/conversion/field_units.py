@@ -5,17 +5,20 @@ the 99th percentile of |field - median|. The median removes an offset (the mean 
 not observable), the percentile ignores a few extreme voxels (veins, mask edges).
 
 Why it separates the units (docs/conversion.md has the table):
-- A local (tissue) field after background removal is a few tenths of a ppm at most; its robust
-  half-range is about 0.01-0.2 ppm (the phantom's is 0.03 ppm), `TYPICAL_PPM`.
+- A local (tissue) field after background removal is a few hundredths of a ppm: its robust
+  half-range is about 0.01-0.06 ppm (the phantom's: 0.02-0.03 ppm), `TYPICAL_PPM`. Above
+  `PLAUSIBLE_PPM`'s 0.075 ppm the stated units are refused. Hemorrhage or strong calcification can
+  pass that in ppm, so `check_size=False` (mqsm_convert --skip-field-size-check) lets such a map
+  through with a warning; the wrapped-phase check stays.
 - Hz = ppm * 42.58 * B0: x64 at 1.5 T, x128 at 3 T, x298 at 7 T. A Hz map read as ppm has a
-  half-range of at least 0.01 * 64 = 0.64 "ppm", above `PLAUSIBLE_PPM`'s 0.5; a ppm map read as Hz
-  at most 0.2 / 64 = 0.003 ppm, below its 0.005. `PLAUSIBLE_PPM` is wider than `TYPICAL_PPM` by
-  less than the smallest factor (64), so no typical field fits two unit choices; between the two
-  ranges the conversion goes on with a warning that names the numbers.
-- Radians = ppm * 2 pi * 42.58 * B0 * TE: the factor runs from about 2 (1.5 T, 5 ms) through 16
-  (3 T, 20 ms) to 37 (7 T, 20 ms), so the same rule refuses a phase read as ppm only when the factor
-  times the true half-range passes 0.5 ppm, and warns above 0.2 (3 T, 20 ms, 0.03 ppm: 0.48, a
-  warning). A short-TE phase at low field cannot be told from ppm by its size; the docs say so.
+  half-range of at least 0.01 * 64 = 0.64 "ppm", above 0.075; a ppm map read as Hz at most
+  0.06 / 64 = 0.001 ppm, below the lower bound 0.005. Between the typical and the plausible range
+  the conversion goes on with a warning that names the numbers.
+- Radians = ppm * 2 pi * 42.58 * B0 * TE: the factor is 4.0 at 3 T and TE 5 ms, 16 at 20 ms, 32
+  at 40 ms, so the local phase of a tissue field of 0.019 ppm or more, read as ppm, passes 0.075
+  and is refused over the whole usual TE range (5-40 ms) at 3 T and 7 T. Size is the only cue
+  (every reading is the same field up to a factor): a weak field at short TE and 1.5 T (factor 2.0
+  at 5 ms) still looks like ppm; the docs say so.
 - A wrapped phase is bounded by pi and spreads over [-pi, pi] (a local field peaks at 0): a map
   whose brain values stop at +-pi with a large share beyond pi/2 is refused whatever the units.
 """
@@ -28,10 +31,10 @@ import numpy as np
 from mqsm_nnunet import physics
 
 ROBUST_PERCENTILE = 99.0
-TYPICAL_PPM = (0.01, 0.2)
+TYPICAL_PPM = (0.01, 0.06)
 """Robust half-range (ppm) of a local tissue field; outside it (but inside PLAUSIBLE_PPM): a warning."""
-PLAUSIBLE_PPM = (0.005, 0.5)
-"""Outside this robust half-range (ppm) the stated units are refused."""
+PLAUSIBLE_PPM = (0.005, 0.075)
+"""Outside this robust half-range (ppm) the stated units are refused (unless the size check is off)."""
 WRAPPED_SHARE = 0.25
 """Share of brain voxels beyond pi/2 above which a map bounded by pi reads as a wrapped phase
 (uniform wrapped phase: 0.5; a local field peaked at 0: a few percent)."""
@@ -59,8 +62,11 @@ def _as_hz(spread_ppm: float) -> str:
 
 
 def field_in_ppm(field: np.ndarray, mask: np.ndarray, units: str, b0: float | None, te: float | None,
-                 ) -> tuple[np.ndarray, str | None]:
+                 check_size: bool = True) -> tuple[np.ndarray, str | None]:
     """The field in ppm (float32) and a warning for a borderline size (None if typical).
+
+    `check_size=False` turns the refusal of an implausible size into a warning (for maps that are
+    truly unusual: hemorrhage, calcification); a wrapped phase is refused either way.
 
     Raises:
         ValueError: a wrapped phase, or a robust half-range outside `PLAUSIBLE_PPM` after conversion;
@@ -86,8 +92,12 @@ def field_in_ppm(field: np.ndarray, mask: np.ndarray, units: str, b0: float | No
     }[units]
     low, high = PLAUSIBLE_PPM
     if not low <= spread <= high:
-        raise ValueError(f"implausible local field: {measured}, while a tissue field has {TYPICAL_PPM[0]:g} to "
-                         f"{TYPICAL_PPM[1]:g} ppm (accepted: {low:g} to {high:g}); {hint}")
+        implausible = (f"implausible local field: {measured}, while a tissue field has {TYPICAL_PPM[0]:g} to "
+                       f"{TYPICAL_PPM[1]:g} ppm (accepted: {low:g} to {high:g}); {hint}")
+        if check_size:
+            raise ValueError(f"{implausible}; if the units are right and the field is truly this size "
+                             "(hemorrhage, calcification), give `skip_field_size_check`")
+        return field, f"{implausible} (converted anyway: `skip_field_size_check`)"
     if not TYPICAL_PPM[0] <= spread <= TYPICAL_PPM[1]:
         return field, (f"{measured}, outside the {TYPICAL_PPM[0]:g} to {TYPICAL_PPM[1]:g} ppm of a tissue field "
                        f"(converted anyway); {hint}")

@@ -41,7 +41,8 @@ class FileNames:
 @dataclass(frozen=True)
 class ConversionOptions:
     """How to read the field map and compute QSM-; `qsm_only`: a dataset from field maps and masks
-    alone (no T1, no labels; the brain mask is the label map), for `mQSMTrainer_QSM`."""
+    alone (no T1, no labels; the brain mask is the label map), for `mQSMTrainer_QSM`;
+    `skip_field_size_check`: an implausible field size only warns (`field_units.field_in_ppm`)."""
 
     field_units: str = "ppm"
     b0: float | None = None
@@ -50,6 +51,7 @@ class ConversionOptions:
     thresholds: tuple[float, float] = (0.1, 0.2)
     file_names: FileNames = FileNames()
     qsm_only: bool = False
+    skip_field_size_check: bool = False
 
     def __post_init__(self) -> None:
         if self.field_units not in FIELD_UNITS:

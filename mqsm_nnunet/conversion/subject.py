@@ -122,7 +122,8 @@ class _Reader:
 
     def field_ppm(self, field: Volume, mask: np.ndarray, options: ConversionOptions, notes: list[str]) -> np.ndarray:
         try:
-            ppm, warning = field_in_ppm(field.data, mask, options.field_units, options.b0, options.te)
+            ppm, warning = field_in_ppm(field.data, mask, options.field_units, options.b0, options.te,
+                                         check_size=not options.skip_field_size_check)
         except ValueError as error:
             raise self.fail("field", str(error)) from None
         if warning:

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     inhouse.add_argument("--field-units", choices=("ppm", "hz", "rad"), default="ppm")
     inhouse.add_argument("--b0", type=float, default=None, help="field strength in tesla (hz/rad fields)")
     inhouse.add_argument("--te", type=float, default=None, help="echo time in seconds (rad fields)")
+    inhouse.add_argument("--skip-field-size-check", action="store_true",
+                         help="a field whose size does not fit its units only warns (as mqsm_convert)")
     inhouse.add_argument("--b0-dir", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                          help="B0 direction in voxel axes (default: 'B0_dir' of a JSON sidecar field.json or "
                               "params.json in the subject folder, else each field map's orientation)")
@@ -152,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
                 from mqsm_nnunet.conversion import ConversionOptions
 
                 options = ConversionOptions(field_units=args.field_units, b0=args.b0, te=args.te,
-                                            b0_dir=tuple(args.b0_dir) if args.b0_dir else None)
+                                            b0_dir=tuple(args.b0_dir) if args.b0_dir else None,
+                                            skip_field_size_check=args.skip_field_size_check)
                 print(f"{input_dir}: in-house subject folders; computing the network inputs (QSM-) first")
                 input_dir = stage_inhouse_cohort(input_dir, Path(tmp), dataset_json, options)
             written = _predict(args, model_folder, folds, input_dir, out_dir)
