@@ -13,6 +13,10 @@ cleanup for Ctrl-C and SIGTERM, and worker pools that die quietly with their com
 - SIGTERM is raised in the main thread as `Terminated` (a `KeyboardInterrupt`), so the same
   `finally` blocks that clean up after Ctrl-C (hidden build folders, temporary files, worker pools)
   run for both; the command then exits 130 (SIGINT) or 143 (SIGTERM) with one line.
+- A command whose last act is to publish one result (mqsm_convert renaming the dataset into place)
+  calls `publishing_result` just before: from there to its exit, Ctrl-C and SIGTERM are ignored. So
+  an interrupt at any moment leaves either the previous state (exit 130 / 143) or the complete new
+  result (exit 0), never the new result behind a failure status.
 """
 from __future__ import annotations
 
@@ -74,6 +78,41 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+class _Publishing:
+    """Whether a command is running (`run_command`) and has begun publishing its result."""
+
+    running = False
+    begun = False
+
+
+def publishing_result() -> None:
+    """The running command is about to make its result visible: ignore Ctrl-C and SIGTERM from here to
+    its end (see the module docstring). A no-op outside `run_command` (library calls, tests) and off
+    the main thread."""
+    if _Publishing.running and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _Publishing.begun = True
+
+
+@contextlib.contextmanager
+def _interrupt_handling(in_process: bool) -> Iterator[None]:
+    """SIGTERM raises `Terminated` inside; afterwards the handlers are restored, except in a command's
+    own process after `publishing_result` (it is about to exit: a late signal must not kill it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, _raise_terminated)
+    _Publishing.running, _Publishing.begun = True, False
+    try:
+        yield
+    finally:
+        if in_process or not _Publishing.begun:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+        _Publishing.running = _Publishing.begun = False
+
+
 class _StockSigtermAcrossFork:
     """Processes forked from a command (nnU-Net's fork pools) are born with SIGTERM's default.
 
@@ -106,19 +145,6 @@ os.register_at_fork(before=_StockSigtermAcrossFork.before, after_in_parent=_Stoc
                     after_in_child=_StockSigtermAcrossFork.after_in_child)
 
 
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Parameter name -> flag: each option's `dest` and its first option string (`-np`, `--b0`)."""
     return {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
@@ -130,7 +156,7 @@ def run_command(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
     (0, or what `body` returns; 1 for a user error; 130 / 143 when interrupted by SIGINT / SIGTERM),
     printing errors and warnings as one line with the parser's flags for parameter names."""
     flags: dict[str, str] = {}
-    with warnings.catch_warnings(), _sigterm_raises():
+    with warnings.catch_warnings(), _interrupt_handling(in_process=argv is not None):
         warnings.simplefilter("always", MQSMWarning)
         warnings.showwarning = _show_warning(prog, flags)
         try:

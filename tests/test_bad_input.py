@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -545,3 +546,50 @@ def test_sigterm_during_overwrite_keeps_the_old_dataset(cohort, nnunet, run):
     assert result.returncode == 143, result.stderr[-3000:]
     assert sorted(p.name for p in raw.iterdir()) == [DATASET]
     assert {p: p.read_bytes() for p in (raw / DATASET).rglob("*") if p.is_file()} == before
+
+
+def convert_and_signal(cohort: Path, raw: Path, when, *extra: str) -> subprocess.CompletedProcess:
+    """Run mqsm_convert (2 workers, own process group, output to files so no pipe fills up) and send
+    SIGTERM to the group as soon as `when(seconds since start)` is true, or never if it ends first."""
+    args = ["-i", str(cohort), "-d", "7", "-n", "Phantom", "-np", "2", *extra]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([str(BIN / "mqsm_convert"), *args], stdout=out, stderr=err, text=True,
+                                   start_new_session=True)
+        start = time.monotonic()
+        while process.poll() is None and time.monotonic() - start < 120:
+            if when(time.monotonic() - start):
+                os.killpg(process.pid, signal.SIGTERM)
+                break
+            time.sleep(0.001)
+        process.wait(timeout=120)
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
+
+
+def test_sigterm_at_any_moment_leaves_the_old_dataset_or_the_complete_new_one(cohort, nnunet, run):
+    """SIGTERM at 30 %, 60 %, 85 % and 97 % of a measured run and the instant the new dataset appears:
+    exit 143 with the old dataset untouched, or exit 0 with the new one complete; never a hidden
+    folder, never the new dataset behind a failure status."""
+    raw = nnunet / "nnUNet_raw"
+    assert run(convert_main, *convert_args(cohort)).status == 0
+    complete = sorted(str(p.relative_to(raw / DATASET)) for p in (raw / DATASET).rglob("*"))
+    old_marker = raw / DATASET / "old_dataset.txt"
+    start = time.monotonic()
+    assert convert_and_signal(cohort, raw, lambda seconds: False, "--overwrite").returncode == 0
+    duration = time.monotonic() - start
+    appeared = lambda seconds: (raw / DATASET).is_dir() and not old_marker.exists()  # noqa: E731
+    moments = [lambda seconds, f=f: seconds >= f * duration for f in (0.3, 0.6, 0.85, 0.97)] + [appeared]
+    outcomes = []
+    for when in moments:
+        old_marker.write_text("the previous state")
+        before = {p: p.read_bytes() for p in (raw / DATASET).rglob("*") if p.is_file()}
+        result = convert_and_signal(cohort, raw, when, "--overwrite")
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert sorted(p.name for p in raw.iterdir()) == [DATASET]  # no hidden build or parked folder
+        if result.returncode == 143:
+            assert {p: p.read_bytes() for p in (raw / DATASET).rglob("*") if p.is_file()} == before
+        else:
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert sorted(str(p.relative_to(raw / DATASET)) for p in (raw / DATASET).rglob("*")) == complete
+        outcomes.append(result.returncode)
+    assert outcomes[0] == 143 and outcomes[-1] == 0  # both sides of the publication were hit

@@ -2,9 +2,10 @@
 
 The dataset is built in a hidden folder next to the destination and renamed into place only after
 every subject succeeded (`files.atomic_folder`), so an error, Ctrl-C or SIGTERM never leaves a
-half-written dataset behind. nnU-Net wants consecutive labels 0..N; other ids are remapped and the
-user's ids recorded in dataset.json's "mqsm" block (`labels.LabelIdMap`), from which predictions are
-mapped back.
+half-written dataset behind; from the rename on, mqsm_convert ignores interrupts
+(`command.publishing_result`), so its exit status always says which state it left. nnU-Net wants
+consecutive labels 0..N; other ids are remapped and the user's ids recorded in dataset.json's "mqsm"
+block (`labels.LabelIdMap`), from which predictions are mapped back.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mqsm_nnunet.command import worker_pool
+from mqsm_nnunet.command import publishing_result, worker_pool
 from mqsm_nnunet.conversion.cohort import Subject, discover_subjects
 from mqsm_nnunet.conversion.options import ConversionOptions, ConversionWarning
 from mqsm_nnunet.conversion.subject import FILE_ENDING, Job, SubjectResult, convert_subject
@@ -206,4 +207,5 @@ def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
         if absent:
             _warn(f"labels {absent} occur in no training subject's label map")
         (build / "dataset.json").write_text(json.dumps(dataset_json(name, options, labels, results), indent=2) + "\n")
+        publishing_result()  # mqsm_convert: an interrupt from here on must not undo a finished dataset
     return root / folder_name
