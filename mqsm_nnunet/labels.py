@@ -172,71 +172,94 @@ def read_labels(path: str | os.PathLike) -> LabelTable:
     return table
 
 
+NNUNET_BACKGROUND = "background"
+"""nnU-Net's name for id 0, whatever the user calls it (FreeSurfer: "Unknown"); nnU-Net refuses others."""
+
+
 @dataclass(frozen=True)
 class LabelIdMap:
-    """One dataset's label ids: the user's, and nnU-Net's consecutive 0..N in the same order. The one
-    place where ids are translated (conversion: `to_nnunet`; prediction: `to_user`).
+    """One dataset's label ids: the user's, and nnU-Net's consecutive 0..N in the same order (the
+    k-th smallest user id is nnU-Net's k). The one place where ids are translated (conversion:
+    `to_nnunet`; prediction: `to_user`).
 
     Attributes:
-        user: name -> the user's id, sorted by id.
-        nnunet: name -> consecutive id (dataset.json "labels").
+        user: name -> the user's id, sorted by id (background included).
         source: where the user's ids came from, named in error messages.
     """
 
     user: dict[str, int]
-    nnunet: dict[str, int]
     source: str = "labels"
+
+    def __post_init__(self) -> None:
+        if 0 not in self.user.values():
+            raise ValueError(f"{self.source}: no id 0; label maps need 0 as background")
+        clash = self.user.get(NNUNET_BACKGROUND)
+        if clash not in (None, 0):
+            raise ValueError(f"{self.source}: the name {NNUNET_BACKGROUND!r} has id {clash}; nnU-Net reserves it for "
+                             "id 0: rename that region")
 
     @classmethod
     def numbered(cls, table: LabelTable | Mapping[str, int], source: str | None = None) -> LabelIdMap:
-        """The user's table numbered 0..N in id order for nnU-Net."""
+        """The user's table, to be numbered 0..N in id order for nnU-Net."""
         table = LabelTable.of(table, source or "labels")
-        return cls(dict(table.ids), {name: rank for rank, name in enumerate(table.ids)}, source or table.source)
+        return cls(dict(table.ids), source or table.source)
 
     @classmethod
     def from_dataset_json(cls, dataset_json: Mapping, source: str = "dataset.json") -> LabelIdMap:
-        """The map mqsm_convert recorded: "labels" (nnU-Net's) and `mqsm.label_ids_original` (the
-        user's, written where they differ; a dataset without it uses nnU-Net's ids as the user's)."""
+        """The map mqsm_convert recorded: `mqsm.label_ids_original` (the user's, written where they
+        differ from nnU-Net's "labels"; without it nnU-Net's ids are the user's).
+
+        Raises:
+            ValueError: the two tables do not pair up (a dataset.json edited by hand).
+        """
         nnunet = check_label_ids(dataset_json["labels"], f"{source} labels")
         user = (dataset_json.get("mqsm") or {}).get("label_ids_original")
-        user = nnunet if user is None else check_label_ids(user, f"{source} mqsm.label_ids_original")
-        if set(user) != set(nnunet):
-            raise ValueError(f"{source}: mqsm.label_ids_original and labels name different regions; "
-                             "convert the dataset again with mqsm_convert")
-        return cls(user, dict(sorted(nnunet.items(), key=lambda item: item[1])), source)
+        if user is None:
+            return cls(nnunet, source)
+        ids = cls(check_label_ids(user, f"{source} mqsm.label_ids_original"), source)
+        if ids.nnunet != nnunet:
+            raise ValueError(f"{source}: mqsm.label_ids_original does not pair up with labels; convert the dataset "
+                             "again with mqsm_convert")
+        return ids
+
+    @property
+    def nnunet(self) -> dict[str, int]:
+        """name -> consecutive id, id 0 named as nnU-Net requires: dataset.json's "labels"."""
+        return {(NNUNET_BACKGROUND if label == 0 else name): rank for rank, (name, label) in enumerate(self.user.items())}
 
     @property
     def remapped(self) -> bool:
+        """Whether dataset.json's "labels" alone would not give the user's names and ids back."""
         return self.user != self.nnunet
 
-    def _lookup(self, source: Mapping[str, int], target: Mapping[str, int]) -> np.ndarray:
-        table = np.full(max(source.values()) + 1, -1, dtype=np.int64)
-        for name, label in source.items():
-            table[label] = target[name]
-        return table
-
-    def _translate(self, label_map: np.ndarray, source: Mapping[str, int], target: Mapping[str, int],
-                   what: str) -> np.ndarray:
-        label_map = np.asarray(label_map)
-        table = self._lookup(source, target)
-        clipped = np.clip(label_map, 0, len(table) - 1)
-        translated = table[clipped]
-        bad = (label_map != clipped) | (translated < 0)
-        if bad.any():
-            unknown = sorted(set(np.unique(label_map[bad]).tolist()))
-            raise ValueError(f"{what} values {unknown} are not in {self.source}; add them there or fix the label map")
-        return translated
+    @property
+    def consecutive(self) -> bool:
+        """Whether the user's ids are 0..N already (nnU-Net trains on them as they are)."""
+        return list(self.user.values()) == list(range(len(self.user)))
 
     def to_nnunet(self, label_map: np.ndarray) -> np.ndarray:
         """The user's ids -> nnU-Net's (int64). Raises ValueError for ids the table does not list."""
-        return self._translate(label_map, self.user, self.nnunet, "label")
+        label_map = np.asarray(label_map)
+        lookup = np.full(max(self.user.values()) + 1, -1, dtype=np.int64)
+        lookup[list(self.user.values())] = np.arange(len(self.user))
+        clipped = np.clip(label_map, 0, len(lookup) - 1)
+        translated = lookup[clipped]
+        bad = (label_map != clipped) | (translated < 0)
+        if bad.any():
+            unknown = sorted(set(np.unique(label_map[bad]).tolist()))
+            raise ValueError(f"label values {unknown} are not in {self.source}; add them there or fix the label map")
+        return translated
 
     def to_user(self, label_map: np.ndarray) -> np.ndarray:
         """nnU-Net's ids -> the user's (int64). Raises ValueError for ids beyond nnU-Net's 0..N."""
-        return self._translate(label_map, self.nnunet, self.user, "nnU-Net label")
+        label_map = np.asarray(label_map)
+        if label_map.size and (label_map.min() < 0 or label_map.max() >= len(self.user)):
+            raise ValueError(f"nnU-Net label values beyond 0..{len(self.user) - 1} in a prediction of a model "
+                             f"trained on {self.source}")
+        return np.asarray(list(self.user.values()), dtype=np.int64)[label_map]
 
     def user_dtype(self) -> type:
-        """The smallest unsigned integer type of the user's ids (what label maps are written as)."""
+        """The smallest integer type of the user's ids (what label maps are written as)."""
         return label_dtype(self.user.values())
 
 

@@ -121,10 +121,25 @@ def test_the_id_map_translates_both_ways_and_refuses_unknown_ids():
     assert ids.user_dtype() is np.uint8
     with pytest.raises(ValueError, match=r"label values \[14, 300\] are not in labels"):
         ids.to_nnunet(np.array([0, 14, 300]))
-    with pytest.raises(ValueError, match=r"nnU-Net label values \[4\]"):
+    with pytest.raises(ValueError, match=r"nnU-Net label values beyond 0..3"):
         ids.to_user(np.array([0, 4]))
     assert not LabelIdMap.numbered({"background": 0, "a": 1}).remapped
     assert LabelIdMap.numbered({"background": 0, "ctx-lh-insula": 1035}).user_dtype() is np.uint16
+
+
+def test_nnunet_gets_background_for_id_0_whatever_the_user_calls_it():
+    """FreeSurfer names id 0 "Unknown"; nnU-Net's preprocessing refuses a table without "background"."""
+    ids = LabelIdMap.numbered({"Unknown": 0, "Left-Putamen": 12})
+    assert ids.nnunet == {"background": 0, "Left-Putamen": 1} and ids.remapped and not ids.consecutive
+    dataset = {"labels": ids.nnunet, "mqsm": {"label_ids_original": ids.user}}
+    assert LabelIdMap.from_dataset_json(dataset).user == {"Unknown": 0, "Left-Putamen": 12}
+    renamed_only = LabelIdMap.numbered({"Unknown": 0, "a": 1})
+    assert renamed_only.remapped and renamed_only.consecutive
+    with pytest.raises(ValueError, match="'background' has id 3; nnU-Net reserves it for id 0"):
+        LabelIdMap.numbered({"Unknown": 0, "background": 3})
+    with pytest.raises(ValueError, match="does not pair up"):
+        LabelIdMap.from_dataset_json({"labels": {"background": 0, "a": 1}, "mqsm": {"label_ids_original":
+                                                                                    {"Unknown": 0, "b": 7}}})
 
 
 def test_a_map_with_ids_its_table_lacks_is_refused_naming_both_files():

@@ -183,7 +183,7 @@ def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
         labels = LabelIdMap.numbered(_study_table(table, subjects, options))
     for note in notes:
         _warn(note)
-    if labels.remapped:
+    if not labels.consecutive:
         _warn(f"label ids {sorted(labels.user.values())} are not consecutive: nnU-Net trains on 0..N in id order "
               "(dataset.json mqsm.label_ids_original keeps yours; mqsm_predict writes yours)")
     few_folds = folds_warning(sum(s.training for s in subjects), options.qsm_only)
@@ -203,7 +203,7 @@ def convert_cohort(cohort: str | os.PathLike, dataset_id: int, name: str, *,
                 results.append(result)
                 bar.update()
         present = set().union(*(r.label_ids_present for r in results if r.training))
-        absent = [label for label, new in labels.nnunet.items() if new not in present]
+        absent = [name for rank, name in enumerate(labels.user) if rank not in present]
         if absent:
             _warn(f"labels {absent} occur in no training subject's label map")
         (build / "dataset.json").write_text(json.dumps(dataset_json(name, options, labels, results), indent=2) + "\n")
