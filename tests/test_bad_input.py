@@ -556,12 +556,12 @@ def convert_and_signal(cohort: Path, raw: Path, when, *extra: str) -> subprocess
         process = subprocess.Popen([str(BIN / "mqsm_convert"), *args], stdout=out, stderr=err, text=True,
                                    start_new_session=True)
         start = time.monotonic()
-        while process.poll() is None and time.monotonic() - start < 120:
+        while process.poll() is None and time.monotonic() - start < 60:
             if when(time.monotonic() - start):
                 os.killpg(process.pid, signal.SIGTERM)
                 break
             time.sleep(0.001)
-        process.wait(timeout=120)
+        process.wait(timeout=60)
         out.seek(0), err.seek(0)
         return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
 
