@@ -177,19 +177,26 @@ def run_command(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
     return 0 if status is None else int(status)
 
 
+def _own_process_group() -> None:
+    """Pool worker initializer: leave the command's process group (see `worker_pool`)."""
+    os.setpgrp()
+
+
 @contextlib.contextmanager
 def worker_pool(processes: int) -> Iterator[multiprocessing.pool.Pool]:
-    """A spawn pool whose workers ignore Ctrl-C from their first instruction on, so it reaches only
-    the main process, which terminates them when the block is left: no traceback per worker.
+    """A spawn pool whose workers leave the command's process group as they start, so that Ctrl-C at
+    a terminal and a SIGTERM to the group (a job scheduler's) reach only the main process, which
+    terminates them when the block is left: no traceback per worker, and no hang. (A worker killed
+    by such a signal while it waits for a task dies holding the pool's task-queue lock, and the
+    pool's own shutdown then waits for that lock forever.)
 
     SIGINT is ignored while the workers are started (an ignored signal stays ignored across exec,
-    unlike a handler set later, which would come too late for a Ctrl-C during their imports). A
-    Ctrl-C in those few milliseconds of starting is not seen; one during the workers' imports or
-    their work is.
+    unlike a handler set later), for the moments before a worker has left the group; a worker that a
+    SIGTERM kills then holds no lock yet, and the main process is leaving anyway.
     """
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        pool = multiprocessing.get_context("spawn").Pool(processes)
+        pool = multiprocessing.get_context("spawn").Pool(processes, initializer=_own_process_group)
     finally:
         signal.signal(signal.SIGINT, previous)
     with pool:

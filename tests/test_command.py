@@ -102,3 +102,15 @@ def test_pool_workers_ignore_ctrl_c_from_the_start():
         mask = pool.apply(_ignored_signals, (None,))
     assert mask & (1 << (signal.SIGINT - 1))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _process_group(_) -> int:
+    return os.getpgrp()
+
+
+def test_pool_workers_leave_the_commands_process_group():
+    """A SIGTERM to the command's group (a job scheduler's) must not kill a worker holding the pool's
+    queue lock: the pool's shutdown would then wait forever."""
+    with worker_pool(2) as pool:
+        groups = set(pool.map(_process_group, range(4)))
+    assert os.getpgrp() not in groups
