@@ -248,6 +248,25 @@ def test_t1_on_another_grid_is_resampled_with_a_warning(cohort, raw, convert):
     np.testing.assert_allclose(channel(raw, "sub-001", 0), intensity(field.affine, field.data.shape), atol=1e-2)
 
 
+def test_a_freesurfer_colour_table_gives_the_regions_of_the_training_maps(cohort, raw, convert, tmp_path):
+    """`--labels FreeSurferColorLUT.txt`: the table's entries whose ids occur in the training label
+    maps become the dataset's regions, under their names; the rest of the catalogue is left out."""
+    names = json.loads((cohort / "labels.json").read_text())
+    (cohort / "labels.json").unlink()
+    lut = tmp_path / "FreeSurferColorLUT.txt"
+    catalogue = {**{("Unknown" if i == 0 else f"FS-{name}"): i for name, i in names.items()}, "Unused-Region": 77}
+    lut.write_text("#No. Label Name: R G B A\n" + "".join(f"{i} {name} 1 2 3 0\n" for name, i in catalogue.items()))
+    present = set()
+    for case in ("sub-001", "sub-002", "sub-003"):
+        present |= set(np.unique(read_volume(cohort / case / "labels.nii.gz", dtype=None).data).tolist())
+    status, _, err = convert(cohort, "--labels", str(lut))
+    assert status == 0, err
+    description = dataset_json(raw)
+    expected = {name: i for name, i in catalogue.items() if i in present}
+    assert description["labels"] == {("background" if i == 0 else name): i for name, i in expected.items()}
+    assert description["mqsm"]["label_ids_original"] == expected
+
+
 def test_non_consecutive_labels_are_remapped(cohort, raw, convert):
     names = json.loads((cohort / "labels.json").read_text())
     sparse = {name: 3 * label for name, label in names.items()}  # 0, 3, 6, ...: never consecutive
