@@ -175,7 +175,7 @@ def checkpoints(model: Path) -> list[tuple[int, str]]:
 def score_checkpoint(method: str, checkpoint: str, args, out: Path, env: dict, cohort: Path,
                      cases: list[str]) -> dict:
     from mqsm_nnunet.phantom import LABELS
-    from mqsm_nnunet.scoring import qsm_scores, segmentation_scores
+    from mqsm_nnunet.evaluation.scoring import qsm_scores, segmentation_scores
 
     trainer, plans, dataset_id, tool = METHODS[method]
     name = MQSM_NAME if dataset_id == MQSM_ID else T1_NAME
@@ -242,10 +242,10 @@ def combine_runs(runs: list[dict]) -> dict:
 
 
 def classical_baselines(cohort: Path, cases: list[str], out: Path) -> dict[str, dict]:
-    from mqsm_nnunet.baselines import run_baselines
-    from mqsm_nnunet.nifti import read_volume, write_volume
+    from mqsm_nnunet.qsm.baselines import run_baselines
+    from mqsm_nnunet.io.nifti import read_volume, write_volume
     from mqsm_nnunet.physics import b0_direction_from_affine
-    from mqsm_nnunet.scoring import qsm_scores
+    from mqsm_nnunet.evaluation.scoring import qsm_scores
 
     files: dict[str, dict[str, Path]] = {}
     for case in cases:

@@ -81,10 +81,10 @@ def phantom(out: Path, subjects: int, shape, voxel_size, seed: int) -> Path:
 def run_one(name: str, subject: Path, result: Path, module: str | None) -> None:
     """Invert one subject's field with baseline `name` (of `module`, a baselines.py file, if given)."""
     from mqsm_nnunet import physics
-    from mqsm_nnunet.nifti import read_volume
+    from mqsm_nnunet.io.nifti import read_volume
 
     if module is None:
-        from mqsm_nnunet import baselines
+        from mqsm_nnunet.qsm import baselines
     else:
         spec = importlib.util.spec_from_file_location("other_baselines", module)
         baselines = importlib.util.module_from_spec(spec)
@@ -145,9 +145,10 @@ def speed(args: argparse.Namespace) -> dict:
 # the transductive cohort
 # ----------------------------------------------------------------------------------------------------
 def cohort(args: argparse.Namespace) -> dict:
-    from mqsm_nnunet import baselines, physics
+    from mqsm_nnunet import physics
+    from mqsm_nnunet.qsm import baselines
     from mqsm_nnunet.metrics import nrmse
-    from mqsm_nnunet.nifti import read_volume
+    from mqsm_nnunet.io.nifti import read_volume
 
     out = Path(args.o)
     source = phantom(out, args.subjects, args.shape, args.voxel_size, args.seed)

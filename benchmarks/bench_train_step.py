@@ -17,7 +17,7 @@ exactly as nnU-Net's ExperimentPlanner writes them. They are built the way train
 
 One step is what the trainers' train_step does on the CPU: zero_grad, forward, nnU-Net's DC_and_CE_loss
 in a DeepSupervisionWrapper (weights 1/2^i, lowest output 0, normalized) on the segmentation outputs,
-plus for MQSMNet mqsm_nnunet.losses.ReconstructionLoss on the QSM (inputs T1, field, QSM-, mask),
+plus for MQSMNet mqsm_nnunet.qsm.losses.ReconstructionLoss on the QSM (inputs T1, field, QSM-, mask),
 backward, gradient clipping at 12, SGD (nesterov, momentum 0.99) step, on random data.
 
 Timing: each network runs in its own process; after one warm-up step each, the networks take turns,
@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 
-from mqsm_nnunet.dataset_metadata import DEFAULT_CHANNELS as CHANNELS  # the order mqsm_convert writes
+from mqsm_nnunet.io.dataset_metadata import DEFAULT_CHANNELS as CHANNELS  # the order mqsm_convert writes
 
 MODELS = ("plain", "mqsm", "tiny", "tiny_contiguous", "tiny_wide_t1")
 
@@ -159,7 +159,7 @@ def _child(model: str, patch: list[int], batch: int, classes: int, threads: int)
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-    from mqsm_nnunet.losses import ReconstructionLoss
+    from mqsm_nnunet.qsm.losses import ReconstructionLoss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -29,9 +29,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from mqsm_nnunet.files import atomic_file
-from mqsm_nnunet.grid import check_voxel_size
-from mqsm_nnunet.labels import as_label_map
+from mqsm_nnunet.io.files import atomic_file
+from mqsm_nnunet.io.grid import check_voxel_size
+from mqsm_nnunet.io.labels import as_label_map
 
 __all__ = [
     "QSM_WINDOW_PPM",

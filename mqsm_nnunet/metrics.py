@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import ndimage, signal
 
-from mqsm_nnunet.grid import check_voxel_size
+from mqsm_nnunet.io.grid import check_voxel_size
 
 # 2016 challenge HFEN filter (Langkammer et al. 2018, after Ravishankar & Bresler 2011).
 HFEN_KERNEL_SIZE = 15

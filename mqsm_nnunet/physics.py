@@ -21,7 +21,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from mqsm_nnunet.grid import check_voxel_size
+from mqsm_nnunet.io.grid import check_voxel_size
 
 GYROMAGNETIC_RATIO_HZ_PER_T = 42.577478e6
 """gamma / (2 pi) of the proton in Hz/T (CODATA value to 8 significant digits, as the design states)."""

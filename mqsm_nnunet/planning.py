@@ -16,9 +16,9 @@ from __future__ import annotations
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
-from mqsm_nnunet.dataset_metadata import MQSMChannels
+from mqsm_nnunet.io.dataset_metadata import MQSMChannels
 from mqsm_nnunet.network import MQSMNet
-from mqsm_nnunet.training.qsm_network import RECONSTRUCTION_KEYS, ReconstructionOnlyNet
+from mqsm_nnunet.network.reconstruction_only import RECONSTRUCTION_KEYS, ReconstructionOnlyNet
 
 PLANS_NAME = "mQSMPlans"
 

@@ -53,8 +53,8 @@ def _raw_dataset(dataset_id: int) -> tuple[Path, bool]:
     Raises:
         ValueError: unknown ID, not in $nnUNet_raw, or a dataset.json without the mqsm block.
     """
-    from mqsm_nnunet.dataset_metadata import MQSMChannels
-    from mqsm_nnunet.nnunet_datasets import resolve_dataset
+    from mqsm_nnunet.io.dataset_metadata import MQSMChannels
+    from mqsm_nnunet.io.nnunet_datasets import resolve_dataset
 
     name = resolve_dataset(dataset_id)
     folder = Path(os.environ["nnUNet_raw"]) / name
@@ -74,7 +74,7 @@ def _raw_dataset(dataset_id: int) -> tuple[Path, bool]:
 
 def run(args: argparse.Namespace) -> None:
     """Check, then fingerprint, plan and preprocess every dataset."""
-    from mqsm_nnunet.nnunet_datasets import check_process_counts
+    from mqsm_nnunet.io.nnunet_datasets import check_process_counts
 
     if args.np < 1:
         raise UsageError("-np must be >= 1")

@@ -19,7 +19,7 @@ from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from mqsm_nnunet.augmentation import PARKING_KEY, protect_physical_channels
+from mqsm_nnunet.training.augmentation import PARKING_KEY, protect_physical_channels
 
 SHAPE = (24, 24, 24)
 N_CHANNELS = 4

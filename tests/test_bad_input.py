@@ -28,9 +28,9 @@ from dataset_conversion.mqsm_convert import main as convert_main
 from mqsm_nnunet import physics
 from mqsm_nnunet.analysis.cli import main as iron_main
 from mqsm_nnunet.conversion import robust_half_range
-from mqsm_nnunet.evaluation import main as evaluate_main
-from mqsm_nnunet.inference.cli import main as predict_main
-from mqsm_nnunet.nifti import read_volume, write_volume
+from mqsm_nnunet.evaluation.evaluate import main as evaluate_main
+from mqsm_nnunet.predict.cli import main as predict_main
+from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import write_cohort
 from plans.mqsm_plan_and_preprocess import main as plan_main
 

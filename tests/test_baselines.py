@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mqsm_nnunet import baselines, metrics, physics
+from mqsm_nnunet import metrics, physics
+from mqsm_nnunet.qsm import baselines
 
 SHAPE = (32, 32, 24)
 VOXEL_SIZE = (1.0, 1.0, 1.5)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mqsm_nnunet.cases import collect_cases, pair_cases, qsm_files_in, segmentation_files_in
-from mqsm_nnunet.nifti import write_volume
+from mqsm_nnunet.io.cases import collect_cases, pair_cases, qsm_files_in, segmentation_files_in
+from mqsm_nnunet.io.nifti import write_volume
 
 
 def touch(folder, *names):

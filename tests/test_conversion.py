@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from dataset_conversion.mqsm_convert import main
 from mqsm_nnunet import conversion, phantom, physics
-from mqsm_nnunet.nifti import read_volume, write_volume
+from mqsm_nnunet.io.nifti import read_volume, write_volume
 
 SHAPE = ("32", "32", "24")
 VOXEL = ("6", "6", "6")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mqsm_nnunet.losses import ReconstructionLoss
+from mqsm_nnunet.qsm.losses import ReconstructionLoss
 from mqsm_nnunet.network import MQSMNet
 
 WORLD_SIZE = 2

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mqsm_nnunet.demo import main
+from mqsm_nnunet.demo.run import main
 
 
 @pytest.mark.slow

@@ -9,10 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from mqsm_nnunet.cases import segmentation_files_in
+from mqsm_nnunet.io.cases import segmentation_files_in
 
-from mqsm_nnunet import evaluation, metrics
-from mqsm_nnunet.nifti import read_volume, write_volume
+from mqsm_nnunet import metrics
+from mqsm_nnunet.evaluation import evaluate as evaluation
+from mqsm_nnunet.io.nifti import read_volume, write_volume
 
 SHAPE = (14, 12, 10)
 AFFINE = np.array([[1.0, 0, 0, -7], [0, 1.5, 0, -9], [0, 0, 2.0, -10], [0, 0, 0, 1]])

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mqsm_nnunet.files import atomic_file, atomic_folder, write_text_atomic, writable_folder
+from mqsm_nnunet.io.files import atomic_file, atomic_folder, write_text_atomic, writable_folder
 
 
 def hidden(folder):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mqsm_nnunet.grid import (GRID_TOLERANCE_MM, check_same_grid, check_voxel_size, corner_distance, grid_mismatch,
+from mqsm_nnunet.io.grid import (GRID_TOLERANCE_MM, check_same_grid, check_voxel_size, corner_distance, grid_mismatch,
                               voxel_size_from_affine)
 
 SHAPE = (10, 12, 8)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mqsm_nnunet import iron
-from mqsm_nnunet.iron import RegionStats
-from mqsm_nnunet.nifti import write_volume
+from mqsm_nnunet import analysis as iron
+from mqsm_nnunet.analysis import cli as iron_cli
+from mqsm_nnunet.analysis import RegionStats
+from mqsm_nnunet.io.nifti import write_volume
 
 REGIONS = {"caudate": 1, "pallidum": 2, "csf": 3}
 VOXEL = (1.0, 2.0, 0.5)  # anisotropic: voxel volume 1 mm^3
@@ -258,7 +259,7 @@ def read_csv(path):
 
 
 def cli(tmp_path, out, *extra):
-    return iron.main(["--qsm", str(tmp_path / "pred"), "--seg", str(tmp_path / "pred"), "--labels",
+    return iron_cli.main(["--qsm", str(tmp_path / "pred"), "--seg", str(tmp_path / "pred"), "--labels",
                       str(tmp_path / "dataset.json"), "-o", str(out), *extra])
 
 
@@ -348,11 +349,11 @@ def test_cli_bad_reference_and_missing_folder(cohort_dirs, capsys):
     tmp_path, _ = cohort_dirs
     assert cli(tmp_path, tmp_path / "out", "--reference", "putamen") == 1
     assert "putamen" in capsys.readouterr().err
-    assert iron.main(["--qsm", str(tmp_path / "nowhere"), "--seg", str(tmp_path / "pred"), "--labels",
+    assert iron_cli.main(["--qsm", str(tmp_path / "nowhere"), "--seg", str(tmp_path / "pred"), "--labels",
                       str(tmp_path / "dataset.json"), "-o", str(tmp_path / "out")]) == 1
     assert "nowhere" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        iron.main(["--qsm", str(tmp_path / "pred")])  # required flags missing
+        iron_cli.main(["--qsm", str(tmp_path / "pred")])  # required flags missing
     assert exit_info.value.code == 2
     assert not (tmp_path / "out").exists()
 

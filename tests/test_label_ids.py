@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mqsm_nnunet.nifti import read_volume, write_volume
+from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import LABELS as PHANTOM_LABELS
 from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
 

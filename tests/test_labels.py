@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mqsm_nnunet.labels import (LabelIdMap, LabelTable, as_label_map, check_label_ids, check_label_map_ids,
+from mqsm_nnunet.io.labels import (LabelIdMap, LabelTable, as_label_map, check_label_ids, check_label_map_ids,
                                 read_labels)
 
 

@@ -83,7 +83,7 @@ def test_true_chi_explains_the_augmented_field_only_with_the_b0_the_loss_uses(nn
     (crops; no mirroring is trained): the misfit of the truth with the loss's B0 is near zero, large
     with a wrong B0. Rotated and scaled patches (resampled, so the misfit only drops to a few %, and
     the loss leaves them out): the tracked B0 still explains the field far better than the unrotated one."""
-    from mqsm_nnunet.augmentation import N_COORDINATE_CHANNELS
+    from mqsm_nnunet.training.augmentation import N_COORDINATE_CHANNELS
     from mqsm_nnunet.training.trainer import mQSMTrainer
 
     trainer = _trainer(mQSMTrainer, 772)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mqsm_nnunet import physics
-from mqsm_nnunet.losses import ReconstructionLoss, sobel_gradients_torch
+from mqsm_nnunet.qsm.losses import ReconstructionLoss, sobel_gradients_torch
 
 
 def _t(a) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
-from mqsm_nnunet.losses import ReconstructionLoss
+from mqsm_nnunet.qsm.losses import ReconstructionLoss
 from mqsm_nnunet.network import MQSMNet, MutualTransformer, ReconstructionNet
 from mqsm_nnunet.network.reconstruction import MAP_SCALE_PPM
 

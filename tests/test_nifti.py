@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mqsm_nnunet.nifti import read_volume, write_volume
+from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import grid_affine
 
 from nifti_faults import CORRUPTIONS, corrupt, disagreeing, expected_words, no_orientation, patch_pixdim, sheared, singular

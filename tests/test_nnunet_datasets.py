@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mqsm_nnunet.nnunet_datasets import (check_process_counts, dataset_folder_name, folds_warning, resolve_dataset)
+from mqsm_nnunet.io.nnunet_datasets import (check_process_counts, dataset_folder_name, folds_warning, resolve_dataset)
 
 
 @pytest.fixture

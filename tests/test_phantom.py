@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mqsm_nnunet.nifti import read_volume
+from mqsm_nnunet.io.nifti import read_volume
 from mqsm_nnunet.phantom import (DEFAULT_CHI_VARIATION, LABELS, SUSCEPTIBILITY_PPB, TEMPLATE_FILES, TISSUES,
                                  REGION_TISSUE, main, make_subject, make_template, write_cohort)
 from mqsm_nnunet.phantom import cohort as cohort_module

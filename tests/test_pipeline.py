@@ -103,7 +103,7 @@ def nnunet_env(pipeline, monkeypatch):
 
 
 def mqsm_predict(*args: str) -> int:
-    from mqsm_nnunet.inference.cli import main
+    from mqsm_nnunet.predict.cli import main
 
     return main([*args, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar",
                  *MODEL_ARGS])
@@ -272,7 +272,7 @@ def test_mqsm_predict_matches_stock_segmentation(pipeline, prediction):
 
 def test_mutual_attention_of_a_trained_model(nnunet_env):
     """The paper's Fig. 4 matrix: T1-stream x QSM-stream channels of the deepest mTrans block, tanh-bounded."""
-    from mqsm_nnunet.inference.attention import mutual_attention_of_case
+    from mqsm_nnunet.predict.attention import mutual_attention_of_case
 
     pipeline = nnunet_env
     matrix = mutual_attention_of_case(pipeline.model_folder, sorted((pipeline.raw / "imagesTs").glob("*.nii.gz")),
@@ -340,7 +340,7 @@ def test_inhouse_subject_folders_give_the_same_outputs(nnunet_env, prediction, t
 # 6. bad input
 # ----------------------------------------------------------------------------------------------------
 def test_missing_fold_checkpoint_is_named(nnunet_env, tmp_path, capsys):
-    from mqsm_nnunet.inference.cli import main
+    from mqsm_nnunet.predict.cli import main
 
     out = tmp_path / "pred"
     status = main(["-i", str(nnunet_env.raw / "imagesTs"), "-o", str(out), "-f", "3", "-device", "cpu", *MODEL_ARGS])

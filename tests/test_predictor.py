@@ -6,7 +6,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from test_architecture import STOCK_3D
 
-from mqsm_nnunet.prediction.predictor import mQSMPredictor
+from mqsm_nnunet.predict.predictor import mQSMPredictor
 from mqsm_nnunet.training.variants import mQSMTrainer_tiny
 
 DATASET_JSON = {"channel_names": {"0": "T1", "1": "field", "2": "qsm_minus", "3": "mask"},

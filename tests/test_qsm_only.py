@@ -21,9 +21,9 @@ import pytest
 from test_pipeline import run_cli
 
 from mqsm_nnunet.conversion.b0 import b0_direction
-from mqsm_nnunet.dataset_metadata import MQSMChannels, QSM_ONLY_CHANNELS, channel_names
-from mqsm_nnunet.inference.staging import check_channel_files
-from mqsm_nnunet.nifti import write_volume
+from mqsm_nnunet.io.dataset_metadata import MQSMChannels, QSM_ONLY_CHANNELS, channel_names
+from mqsm_nnunet.predict.staging import check_channel_files
+from mqsm_nnunet.io.nifti import write_volume
 from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def nnunet_env(models, monkeypatch) -> Models:
 
 
 def mqsm_predict(dataset_id: int, trainer: str, *args: str) -> int:
-    from mqsm_nnunet.inference.cli import main
+    from mqsm_nnunet.predict.cli import main
 
     return main(["-d", str(dataset_id), "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
                  "--disable_progress_bar", *args])

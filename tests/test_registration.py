@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mqsm_nnunet.nifti import read_volume, write_volume
+from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import LABELS, write_cohort, write_template
-from mqsm_nnunet.registration import METHODS, load_template, register_cohort, register_labels
-from mqsm_nnunet.registration_cli import main
+from mqsm_nnunet.registration.ants import METHODS, load_template, register_cohort, register_labels
+from mqsm_nnunet.registration.cli import main
 
 TINY = dict(shape=(32, 32, 24), voxel_size=(6.0, 6.0, 6.0))
 ROLES = ("t1", "field", "mask", "labels")
@@ -157,7 +157,7 @@ def test_library_refuses_bad_arguments(data, tmp_path):
 
 
 def test_demo_registration_arm_writes_table2_and_says_what_it_shows(data, tmp_path):
-    from mqsm_nnunet.demo_registration import registration_table2
+    from mqsm_nnunet.demo.registration import registration_table2
 
     cohort, cases = data / "cohort", ["sub-001", "sub-002"]
     chi = {case: cohort / case / "chi.nii.gz" for case in cases}

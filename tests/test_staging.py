@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mqsm_nnunet.dataset_metadata import DEFAULT_CHANNELS, channel_names, qsm_minus_thresholds
-from mqsm_nnunet.inference.staging import check_channel_files, is_inhouse_cohort
-from mqsm_nnunet.nifti import write_volume
+from mqsm_nnunet.io.dataset_metadata import DEFAULT_CHANNELS, channel_names, qsm_minus_thresholds
+from mqsm_nnunet.predict.staging import check_channel_files, is_inhouse_cohort
+from mqsm_nnunet.io.nifti import write_volume
 
 DATASET_JSON = {"channel_names": channel_names(), "file_ending": ".nii.gz",
                 "mqsm": {"channels": DEFAULT_CHANNELS, "qsm_minus_thresholds": [0.1, 0.2]}}

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mqsm_nnunet import iron
+from mqsm_nnunet import analysis as iron
+from mqsm_nnunet.analysis import cli as iron_cli
 from mqsm_nnunet.analysis.table2 import TABLE2_FILES, region_group, run_table2
 from mqsm_nnunet.figures import difference_plot
-from mqsm_nnunet.nifti import write_volume
+from mqsm_nnunet.io.nifti import write_volume
 from mqsm_nnunet.phantom import LABELS
 
 REGIONS = {"background": 0, "frontal_cortex_L": 1, "caudate_L": 2, "white_matter": 3}
@@ -115,20 +116,20 @@ def test_table2_refuses_ambiguous_references_and_names(sets):
 def test_cli_compare_writes_table2_and_keeps_old_flags(sets, capsys):
     root, _ = sets
     common = ["--qsm", str(root / "chi"), "--seg", str(root / "exact"), "--labels", str(root / "labels.json")]
-    assert iron.main([*common, "-o", str(root / "t2"), "--compare-qsm", str(root / "chi"), "--compare-seg",
+    assert iron_cli.main([*common, "-o", str(root / "t2"), "--compare-qsm", str(root / "chi"), "--compare-seg",
                       str(root / "truth"), "--compare", "shifted", str(root / "chi"), str(root / "shifted"),
                       "--set-names", "mQSM", "Ground truth"]) == 0
     assert "2 sets against Ground truth" in capsys.readouterr().out
     assert "| Region | Ground truth | mQSM | shifted |" in (root / "t2" / "table2.md").read_text()
 
-    assert iron.main([*common, "-o", str(root / "plain"), "--compare-seg", str(root / "truth")]) == 0
+    assert iron_cli.main([*common, "-o", str(root / "plain"), "--compare-seg", str(root / "truth")]) == 0
     assert (root / "plain" / "comparison.csv").is_file() and not (root / "plain" / "table2.md").exists()
 
     with pytest.raises(SystemExit) as exit_info:
-        iron.main([*common, "-o", str(root / "bad"), "--compare", "shifted", str(root / "chi"), str(root / "shifted")])
+        iron_cli.main([*common, "-o", str(root / "bad"), "--compare", "shifted", str(root / "chi"), str(root / "shifted")])
     assert exit_info.value.code == 2 and "--compare-qsm" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        iron.main([*common, "-o", str(root / "bad"), "--compare-seg", str(root / "truth"), "--compare",
+        iron_cli.main([*common, "-o", str(root / "bad"), "--compare-seg", str(root / "truth"), "--compare",
                    "This set", str(root / "chi"), str(root / "shifted")])
     assert "set names must differ" in capsys.readouterr().err
     assert not (root / "bad").exists()

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     from mqsm_nnunet.analysis.pipeline import run_iron_analysis
-    from mqsm_nnunet.cases import collect_cases, qsm_files_in, segmentation_files_in
+    from mqsm_nnunet.io.cases import collect_cases, qsm_files_in, segmentation_files_in
 
     if args.compare:
         _run_table2(args)
@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> None:
 def _run_table2(args: argparse.Namespace) -> None:
     """This set, every --compare set and the reference set in one Table 2 (`analysis.table2`)."""
     from mqsm_nnunet.analysis.table2 import run_table2
-    from mqsm_nnunet.cases import collect_cases, qsm_files_in, segmentation_files_in
+    from mqsm_nnunet.io.cases import collect_cases, qsm_files_in, segmentation_files_in
     from mqsm_nnunet.command import UsageError
 
     if args.compare_qsm is None and args.compare_seg is None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mqsm_nnunet.grid import check_same_grid
-from mqsm_nnunet.labels import LabelTable, as_label_map, check_label_map_ids
-from mqsm_nnunet.nifti import read_volume
+from mqsm_nnunet.io.grid import check_same_grid
+from mqsm_nnunet.io.labels import LabelTable, as_label_map, check_label_map_ids
+from mqsm_nnunet.io.nifti import read_volume
 
 
 def load_case(qsm_path: Path, seg_path: Path, mask_path: Path | None,
@@ -46,7 +46,7 @@ def case_map(files: Mapping[str, str | os.PathLike], what: str) -> dict[str, Pat
     """Case id -> Path of a non-empty mapping (what `cases.qsm_files_in` and friends return)."""
     if not isinstance(files, Mapping) or not files:
         raise ValueError(f"{what}: expected a non-empty mapping case id -> file "
-                         "(mqsm_nnunet.cases.qsm_files_in / segmentation_files_in build one from a folder)")
+                         "(mqsm_nnunet.io.cases.qsm_files_in / segmentation_files_in build one from a folder)")
     return {str(case): Path(path) for case, path in files.items()}
 
 

@@ -11,9 +11,9 @@ from mqsm_nnunet.analysis.regions import parse_reference, regions_of
 from mqsm_nnunet.analysis.report import OUTPUT_FILES, write_outputs
 from mqsm_nnunet.analysis.results import IronReport, RegionStats, SusceptibilityReference
 from mqsm_nnunet.analysis.statistics import check_erode_mm, cohort_summary, paired_comparison, regional_statistics
-from mqsm_nnunet.cases import pair_cases
-from mqsm_nnunet.files import atomic_folder, writable_folder
-from mqsm_nnunet.labels import LabelTable, read_labels
+from mqsm_nnunet.io.cases import pair_cases
+from mqsm_nnunet.io.files import atomic_folder, writable_folder
+from mqsm_nnunet.io.labels import LabelTable, read_labels
 
 
 def _analyse_set(qsm_files: Mapping[str, Path], seg_files: Mapping[str, Path], mask_files: Mapping[str, Path] | None,

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mqsm_nnunet.analysis.results import SusceptibilityReference
-from mqsm_nnunet.labels import check_label_ids
+from mqsm_nnunet.io.labels import check_label_ids
 
 
 def check_regions(regions: Mapping[str, int], source: str = "region_ids") -> dict[str, int]:

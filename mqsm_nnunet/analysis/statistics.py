@@ -24,9 +24,9 @@ from scipy import ndimage, stats
 from mqsm_nnunet.analysis.regions import check_regions, parse_reference
 from mqsm_nnunet.analysis.results import (PPB_PER_PPM, CohortRegion, RegionComparison, RegionStats,
                                           SusceptibilityReference)
-from mqsm_nnunet.cases import pair_cases
-from mqsm_nnunet.grid import check_voxel_size
-from mqsm_nnunet.labels import as_label_map
+from mqsm_nnunet.io.cases import pair_cases
+from mqsm_nnunet.io.grid import check_voxel_size
+from mqsm_nnunet.io.labels import as_label_map
 
 ZERO_VARIANCE_RTOL = 1e-12
 """Paired differences whose spread is below this fraction of their mean count as constant."""

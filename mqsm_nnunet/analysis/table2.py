@@ -29,8 +29,8 @@ from mqsm_nnunet.analysis.report import OUTPUT_FILES, _pm, _write_csv
 from mqsm_nnunet.analysis.results import IronReport
 from mqsm_nnunet.analysis.statistics import _paired_test, significance_mark
 from mqsm_nnunet.figures import difference_plot
-from mqsm_nnunet.files import atomic_folder, writable_folder
-from mqsm_nnunet.labels import LabelTable, read_labels
+from mqsm_nnunet.io.files import atomic_folder, writable_folder
+from mqsm_nnunet.io.labels import LabelTable, read_labels
 
 __all__ = ["REGION_GROUPS", "TABLE2_FILES", "GroupDifference", "Table2Report", "region_group",
            "paired_differences", "group_differences", "run_table2"]

@@ -23,11 +23,11 @@ from mqsm_nnunet.command import publishing_result, worker_pool
 from mqsm_nnunet.conversion.cohort import Subject, discover_subjects
 from mqsm_nnunet.conversion.options import ConversionOptions, ConversionWarning
 from mqsm_nnunet.conversion.subject import FILE_ENDING, Job, SubjectResult, convert_subject
-from mqsm_nnunet.dataset_metadata import channel_layout, channel_names
-from mqsm_nnunet.files import atomic_folder, writable_folder
-from mqsm_nnunet.labels import LabelIdMap, LabelTable, as_label_map, read_labels
-from mqsm_nnunet.nifti import read_volume
-from mqsm_nnunet.nnunet_datasets import dataset_folder_name, existing_datasets, folds_warning, nnunet_raw_folder
+from mqsm_nnunet.io.dataset_metadata import channel_layout, channel_names
+from mqsm_nnunet.io.files import atomic_folder, writable_folder
+from mqsm_nnunet.io.labels import LabelIdMap, LabelTable, as_label_map, read_labels
+from mqsm_nnunet.io.nifti import read_volume
+from mqsm_nnunet.io.nnunet_datasets import dataset_folder_name, existing_datasets, folds_warning, nnunet_raw_folder
 
 MQSM_BLOCK_VERSION = 1
 BRAIN_LABELS = {"background": 0, "brain": 1}

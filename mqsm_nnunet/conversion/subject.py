@@ -26,10 +26,10 @@ from mqsm_nnunet.conversion.b0 import b0_direction
 from mqsm_nnunet.conversion.cohort import Subject
 from mqsm_nnunet.conversion.field_units import field_in_ppm
 from mqsm_nnunet.conversion.options import ConversionOptions, ConversionWarning, FILE_ROLES
-from mqsm_nnunet.dataset_metadata import channel_layout
-from mqsm_nnunet.grid import grid_mismatch
-from mqsm_nnunet.labels import LabelIdMap, as_label_map
-from mqsm_nnunet.nifti import Volume, read_volume, write_volume
+from mqsm_nnunet.io.dataset_metadata import channel_layout
+from mqsm_nnunet.io.grid import grid_mismatch
+from mqsm_nnunet.io.labels import LabelIdMap, as_label_map
+from mqsm_nnunet.io.nifti import Volume, read_volume, write_volume
 
 FILE_ENDING = ".nii.gz"
 MIN_T1_COVERAGE = 0.95

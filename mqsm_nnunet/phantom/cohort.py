@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mqsm_nnunet.files import atomic_folder, write_text_atomic
-from mqsm_nnunet.nifti import write_volume
+from mqsm_nnunet.io.files import atomic_folder, write_text_atomic
+from mqsm_nnunet.io.nifti import write_volume
 from mqsm_nnunet.phantom.anatomy import LABELS, SUSCEPTIBILITY_PPB
 from mqsm_nnunet.phantom.subject import (DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE, DEFAULT_T1_NOISE,
                                          DEFAULT_VOXEL_SIZE, FIELD_SUPERSAMPLING, MAX_SUPERSAMPLED_VOXELS, check_grid,

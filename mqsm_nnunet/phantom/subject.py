@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from mqsm_nnunet.grid import check_voxel_size
+from mqsm_nnunet.io.grid import check_voxel_size
 from mqsm_nnunet.phantom.anatomy import (BRAIN_HIGH, BRAIN_LOW, HEAD_CENTRE, LABELS, REGION_TISSUE,
                                          SUSCEPTIBILITY_PPB, TISSUES, Space, build_anatomy, head_t1w, render)
 from mqsm_nnunet.phantom.random_fields import SmoothField

@@ -29,7 +29,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from mqsm_nnunet.planning import mQSMPlanner
-from mqsm_nnunet.training.qsm_network import RECONSTRUCTION_KEYS, ReconstructionOnlyNet
+from mqsm_nnunet.network.reconstruction_only import RECONSTRUCTION_KEYS, ReconstructionOnlyNet
 from mqsm_nnunet.training.trainer import mQSMTrainer
 from mqsm_nnunet.training.variants import mQSMTrainer_tiny
 

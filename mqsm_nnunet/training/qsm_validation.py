@@ -13,11 +13,11 @@ import torch
 from nnunetv2.paths import nnUNet_raw
 from torch import distributed as dist
 
-from mqsm_nnunet.files import write_text_atomic
+from mqsm_nnunet.io.files import write_text_atomic
 from mqsm_nnunet.metrics import qsm_metrics
-from mqsm_nnunet.nifti import read_volume
-from mqsm_nnunet.prediction.export import qsm_to_native, write_native_float
-from mqsm_nnunet.prediction.predictor import mQSMPredictor
+from mqsm_nnunet.io.nifti import read_volume
+from mqsm_nnunet.predict.export import qsm_to_native, write_native_float
+from mqsm_nnunet.predict.predictor import mQSMPredictor
 
 
 class FinalQSMValidation:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mqsm_nnunet.files import write_text_atomic
+from mqsm_nnunet.io.files import write_text_atomic
 
 PLANS_KEY = "mqsm_short_training"
 RETIRED_VARIABLES = ("MQSM_TINY_EPOCHS", "MQSM_TINY_ITERATIONS", "MQSM_TINY_SNAPSHOT_EVERY")

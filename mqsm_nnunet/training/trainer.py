@@ -13,7 +13,7 @@ checkpointing, `--c` resume, `--val`, AMP and the DDP paths. Changed:
   frozen segmentation branch gets its loss with weight 0; a frozen reconstruction net runs without
   autograd and gets an explicit zero gradient (its backward at full resolution is skipped);
 - augmentation: no mirroring (side and lobe labels); intensity transforms act on T1 only, and
-  voxel-coordinate channels tell the loss how each patch was rotated (`mqsm_nnunet.augmentation`,
+  voxel-coordinate channels tell the loss how each patch was rotated (`mqsm_nnunet.training.augmentation`,
   `training.geometry`);
 - logging: both loss terms and an online QSM figure, in the log and in `progress_mqsm.png`;
 - final validation also writes each validation case's QSM and its QSM metrics (`qsm_validation`);
@@ -34,11 +34,11 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from mqsm_nnunet.augmentation import N_COORDINATE_CHANNELS, protect_physical_channels, with_voxel_coordinates
-from mqsm_nnunet.dataset_metadata import MQSMChannels
-from mqsm_nnunet.losses import DataConsistencyLoss, ReconstructionLoss
+from mqsm_nnunet.training.augmentation import N_COORDINATE_CHANNELS, protect_physical_channels, with_voxel_coordinates
+from mqsm_nnunet.io.dataset_metadata import MQSMChannels
+from mqsm_nnunet.qsm.losses import DataConsistencyLoss, ReconstructionLoss
 from mqsm_nnunet.network import MQSMNet
-from mqsm_nnunet.nnunet_datasets import folds_warning
+from mqsm_nnunet.io.nnunet_datasets import folds_warning
 from mqsm_nnunet.training.architecture import build_mqsm_network, plans_describing_network
 from mqsm_nnunet.training.geometry import (b0_in_patch_frame, b0_in_preprocessed_frame, is_exact_regrid,
                                            sampling_matrix)

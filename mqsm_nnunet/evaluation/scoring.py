@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mqsm_nnunet.analysis.table2 import REGION_GROUPS, region_group
-from mqsm_nnunet.evaluation import evaluate_qsm, evaluate_segmentation, qsm_mean_row, summarize_segmentation
+from mqsm_nnunet.evaluation.evaluate import evaluate_qsm, evaluate_segmentation, qsm_mean_row, summarize_segmentation
 
 
 def segmentation_scores(pred_files: Mapping[str, Path], ref_files: Mapping[str, Path],

@@ -34,9 +34,9 @@ from tqdm import tqdm
 
 from mqsm_nnunet.command import MQSMWarning
 from mqsm_nnunet.conversion.cohort import check_case_id
-from mqsm_nnunet.files import atomic_folder, writable_folder
-from mqsm_nnunet.labels import LabelTable, as_label_map, label_dtype, read_labels
-from mqsm_nnunet.nifti import Volume, read_volume, write_volume
+from mqsm_nnunet.io.files import atomic_folder, writable_folder
+from mqsm_nnunet.io.labels import LabelTable, as_label_map, label_dtype, read_labels
+from mqsm_nnunet.io.nifti import Volume, read_volume, write_volume
 
 __all__ = [
     "Method", "METHODS", "DEFAULT_METHODS", "LINEAR_OPTIONS", "DEFAULT_SEED", "Template", "SubjectRegistration",
@@ -186,7 +186,7 @@ def _import_ants():
     if "ants" not in sys.modules:
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
     elif os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS") != "1":
-        warnings.warn(MQSMWarning("antspyx was imported before mqsm_nnunet.registration without "
+        warnings.warn(MQSMWarning("antspyx was imported before mqsm_nnunet.registration.ants without "
                                   "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1: registrations may not repeat bit for bit"),
                       stacklevel=3)
     import ants

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mqsm_nnunet.files import write_text_atomic
+from mqsm_nnunet.io.files import write_text_atomic
 
 METHODS_ORDER = ("mQSM", "qsm_minus", "tkd", "tikhonov", "tv_admm")
 DISPLAY_NAMES = {"mQSM": "mQSM", "qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD (t = 0.2)", "tikhonov": "Tikhonov",
@@ -27,7 +27,7 @@ def write_summary(results: Path, args, dataset: str, trainer: str, cohort_summar
                   predictions: Path, device: str, curve: dict, registration) -> None:
     """results/summary.md (tables, the one-line verdicts, figure list, then the registration arm's
     Table 2: `registration.markdown`) and results/summary.json (with `registration.summary_json`)."""
-    from mqsm_nnunet.evaluation import markdown_table
+    from mqsm_nnunet.evaluation.evaluate import markdown_table
 
 
     qsm_rows = [{"method": DISPLAY_NAMES[m], **{k: qsm_means[m][k] for k in ("ssim", "psnr", "nrmse", "hfen")}}

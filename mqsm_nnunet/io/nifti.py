@@ -24,8 +24,8 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from mqsm_nnunet.files import atomic_file
-from mqsm_nnunet.grid import GRID_TOLERANCE_MM, corner_distance, voxel_size_from_affine
+from mqsm_nnunet.io.files import atomic_file
+from mqsm_nnunet.io.grid import GRID_TOLERANCE_MM, corner_distance, voxel_size_from_affine
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _HEADER_CLASSES = {348: nib.Nifti1Image, 540: nib.Nifti2Image}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mqsm_nnunet.demo_summary import DISPLAY_NAMES, METHODS_ORDER, ordered, write_summary
+from mqsm_nnunet.demo.summary import DISPLAY_NAMES, METHODS_ORDER, ordered, write_summary
 
 DATASET_ID = 990
 DATASET_NAME = "MQSMDemo"
@@ -181,14 +181,14 @@ def run(args: argparse.Namespace) -> Path:
                                         cohort / "labels.json", results)
 
     steps.begin("regional iron: mQSM segmentation + QSM vs true labels + true susceptibility (Table 2)")
-    from mqsm_nnunet.iron import run_iron_analysis
+    from mqsm_nnunet.analysis import run_iron_analysis
 
     iron = run_iron_analysis(method_files["mQSM"], predicted_seg, cohort / "labels.json", results / "iron",
                              compare_qsm_files=truth, compare_seg_files=true_labels,
                              set_names=("mQSM", "Ground truth"))
 
     steps.begin("registration arm: template labels by ANTs (affine, SyN) against mQSM and the truth (Table 2)")
-    from mqsm_nnunet.demo_registration import registration_table2
+    from mqsm_nnunet.demo.registration import registration_table2
 
     arm = registration_table2(cohort, test_cases, method_files["mQSM"], predicted_seg, truth, true_labels,
                               results / "registration", seed=args.seed, template_shape=args.shape,
@@ -216,7 +216,7 @@ def _learning_curve(out: Path, cohort: Path, cases: list[str], snapshots: list[P
     """Held-out mean Dice and QSM NRMSE at each kept checkpoint and at the end, and their figure."""
     from mqsm_nnunet.figures import learning_curve_figure
     from mqsm_nnunet.phantom import LABELS
-    from mqsm_nnunet.scoring import qsm_scores, segmentation_scores
+    from mqsm_nnunet.evaluation.scoring import qsm_scores, segmentation_scores
 
     folders = [(int(p.stem.removeprefix("checkpoint_epoch")), out / "predictions_curve" / p.stem) for p in snapshots]
     folders.append((epochs, out / "predictions"))
@@ -236,8 +236,8 @@ def _learning_curve(out: Path, cohort: Path, cases: list[str], snapshots: list[P
 
 
 def _run_baselines(cohort: Path, cases: list[str], out_dir: Path) -> dict[str, dict[str, Path]]:
-    from mqsm_nnunet.baselines import run_baselines
-    from mqsm_nnunet.nifti import read_volume, write_volume
+    from mqsm_nnunet.qsm.baselines import run_baselines
+    from mqsm_nnunet.io.nifti import read_volume, write_volume
     from mqsm_nnunet.physics import b0_direction_from_affine
 
     files: dict[str, dict[str, Path]] = {}
@@ -252,8 +252,8 @@ def _run_baselines(cohort: Path, cases: list[str], out_dir: Path) -> dict[str, d
 
 
 def _evaluate(method_files, truth, masks, predicted_seg, true_labels, labels_json, results: Path):
-    from mqsm_nnunet.evaluation import evaluate_qsm, evaluate_segmentation, qsm_mean_row, summarize_segmentation
-    from mqsm_nnunet.labels import read_labels
+    from mqsm_nnunet.evaluation.evaluate import evaluate_qsm, evaluate_segmentation, qsm_mean_row, summarize_segmentation
+    from mqsm_nnunet.io.labels import read_labels
 
     qsm_tables = {method: evaluate_qsm(files, truth, masks) for method, files in method_files.items()}
     seg_rows = evaluate_segmentation(predicted_seg, true_labels, read_labels(labels_json))
@@ -265,7 +265,7 @@ def _evaluate(method_files, truth, masks, predicted_seg, true_labels, labels_jso
 
 def _figures(cohort, raw, cases, method_files, predicted_seg, out, results) -> dict[str, str]:
     from mqsm_nnunet.figures import method_comparison_figure, qc_figure
-    from mqsm_nnunet.nifti import read_volume
+    from mqsm_nnunet.io.nifti import read_volume
 
     figures = {}
     for case in cases:
@@ -292,7 +292,7 @@ def _figures(cohort, raw, cases, method_files, predicted_seg, out, results) -> d
 
 def _mutual_attention_figure(out: Path, raw: Path, case: str, out_png: Path) -> Path | None:
     """The trained model's mutual-attention matrix on one held-out case (paper Fig. 4)."""
-    from mqsm_nnunet.inference.attention import mutual_attention_of_case
+    from mqsm_nnunet.predict.attention import mutual_attention_of_case
     from mqsm_nnunet.figures import attention_figure
 
     matrix = mutual_attention_of_case(_model_folder(out), sorted((raw / "imagesTs").glob(f"{case}_*.nii.gz")),

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from mqsm_nnunet.files import atomic_file
-from mqsm_nnunet.labels import LabelIdMap
+from mqsm_nnunet.io.files import atomic_file
+from mqsm_nnunet.io.labels import LabelIdMap
 
 NNUNET_RUN_FILES = ("dataset.json", "plans.json", "predict_from_raw_data_args.json")
 """What nnU-Net writes once per prediction folder (the model's dataset.json and plans, the arguments)."""

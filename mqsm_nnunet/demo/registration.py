@@ -1,6 +1,6 @@
 """The demo's registration arm (paper Table 2): the phantom's template, its labels carried to the
 held-out subjects by each registration method, and Table 2 of mQSM and those methods against the
-phantom's truth, with one sentence saying what it shows. One call from `mqsm_nnunet.demo`; public
+phantom's truth, with one sentence saying what it shows. One call from `mqsm_nnunet.demo.run`; public
 functions of the floors below only."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mqsm_nnunet.analysis.table2 import Table2Report, run_table2
 from mqsm_nnunet.phantom import DEFAULT_SHAPE, DEFAULT_VOXEL_SIZE, write_template
-from mqsm_nnunet.registration import DEFAULT_METHODS, register_cohort
+from mqsm_nnunet.registration.ants import DEFAULT_METHODS, register_cohort
 
 MQSM, TRUTH = "mQSM", "Ground truth"
 NAMES = {"rigid": "Rigid", "affine": "Affine", "syn": "ANTs SyN", "syncc": "ANTs SyN (CC)"}

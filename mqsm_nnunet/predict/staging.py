@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 from mqsm_nnunet.conversion import ConversionOptions, FileNames, convert_for_inference, discover_inference_subjects
-from mqsm_nnunet.dataset_metadata import MQSMChannels, qsm_minus_thresholds
-from mqsm_nnunet.grid import check_same_grid
-from mqsm_nnunet.nifti import read_volume
+from mqsm_nnunet.io.dataset_metadata import MQSMChannels, qsm_minus_thresholds
+from mqsm_nnunet.io.grid import check_same_grid
+from mqsm_nnunet.io.nifti import read_volume
 
 
 def is_inhouse_cohort(input_dir: Path, file_names: FileNames = FileNames()) -> bool:

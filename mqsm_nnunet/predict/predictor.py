@@ -16,8 +16,8 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from torch import nn
 
-from mqsm_nnunet.prediction.export import export_qsm
-from mqsm_nnunet.dataset_metadata import MQSMChannels
+from mqsm_nnunet.predict.export import export_qsm
+from mqsm_nnunet.io.dataset_metadata import MQSMChannels
 
 
 class _QSMAsExtraChannel(nn.Module):

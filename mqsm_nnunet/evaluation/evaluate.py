@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mqsm_nnunet.cases import collect_cases, pair_cases, segmentation_files_in
+from mqsm_nnunet.io.cases import collect_cases, pair_cases, segmentation_files_in
 from mqsm_nnunet.command import UsageError, run_command
-from mqsm_nnunet.files import atomic_folder, writable_folder
-from mqsm_nnunet.grid import check_same_grid
-from mqsm_nnunet.labels import LabelTable, as_label_map, check_label_map_ids, read_labels
+from mqsm_nnunet.io.files import atomic_folder, writable_folder
+from mqsm_nnunet.io.grid import check_same_grid
+from mqsm_nnunet.io.labels import LabelTable, as_label_map, check_label_map_ids, read_labels
 from mqsm_nnunet.metrics import SEGMENTATION_METRICS, qsm_metrics, segmentation_metrics
-from mqsm_nnunet.nifti import Volume, read_volume
+from mqsm_nnunet.io.nifti import Volume, read_volume
 
 QSM_METRICS = ("ssim", "psnr", "nrmse", "hfen", "xsim", "nrmse_demeaned")
 """Keys of a QSM row besides ``case`` (also the CSV header): Table 1 plus the 2019 variants."""

@@ -99,7 +99,7 @@ def _folders(args: argparse.Namespace) -> tuple[Path, Path]:
         FileNotFoundError / ValueError / PermissionError: a missing input, an output that is the input
             or inside it, an output that cannot be created.
     """
-    from mqsm_nnunet.files import writable_folder
+    from mqsm_nnunet.io.files import writable_folder
 
     if args.npp < 1 or args.nps < 1:
         raise UsageError(f"-npp and -nps must be at least 1; got {args.npp} and {args.nps}")
@@ -119,7 +119,7 @@ def _folders(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, then predict; returns 0."""
-    from mqsm_nnunet.nnunet_datasets import check_process_counts, resolve_dataset
+    from mqsm_nnunet.io.nnunet_datasets import check_process_counts, resolve_dataset
 
     check_process_counts()
     if not os.environ.get("nnUNet_results"):
@@ -131,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-    from mqsm_nnunet.inference.model_folder import check_model_folder
-    from mqsm_nnunet.inference.staging import check_channel_files, is_inhouse_cohort, stage_inhouse_cohort
+    from mqsm_nnunet.predict.model_folder import check_model_folder
+    from mqsm_nnunet.predict.staging import check_channel_files, is_inhouse_cohort, stage_inhouse_cohort
 
     bad_folds = [f for f in args.folds if f != "all" and not f.isdigit()]
     if bad_folds:
@@ -170,8 +170,8 @@ def run(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace, model_folder: Path, folds: list, input_dir: Path, out_dir: Path) -> str:
     import torch
 
-    from mqsm_nnunet.prediction.predictor import mQSMPredictor
-    from mqsm_nnunet.inference.qsm_only import predict_folder
+    from mqsm_nnunet.predict.predictor import mQSMPredictor
+    from mqsm_nnunet.predict.qsm_only import predict_folder
 
     device = torch.device(args.device)
     if device.type == "cpu":

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from mqsm_nnunet.dataset_metadata import MQSMChannels
+from mqsm_nnunet.io.dataset_metadata import MQSMChannels
 
 
 def check_model_folder(model_folder: Path, folds: Sequence[int | str], checkpoint_name: str) -> dict:

@@ -16,7 +16,7 @@ import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from mqsm_nnunet.files import atomic_file
+from mqsm_nnunet.io.files import atomic_file
 
 
 def qsm_to_native(qsm: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor, properties: dict,

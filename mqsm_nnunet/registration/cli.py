@@ -1,5 +1,5 @@
 """`mqsm_register`: a template's labels carried to every subject of a cohort by registration (thin CLI
-over `mqsm_nnunet.registration`; docs/registration.md)."""
+over `mqsm_nnunet.registration.ants`; docs/registration.md)."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +21,7 @@ OUT/<method>/registration.json (parameters, seed, seconds per case).
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mqsm_nnunet.registration import DEFAULT_METHODS, DEFAULT_SEED, METHODS
+    from mqsm_nnunet.registration.ants import DEFAULT_METHODS, DEFAULT_SEED, METHODS
 
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE,
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from mqsm_nnunet.registration import register_cohort
+    from mqsm_nnunet.registration.ants import register_cohort
 
     report = register_cohort(args.cohort, args.template, args.out_dir, args.methods, cases=args.cases,
                              labels=args.labels, t1_name=args.t1_name, grid_name=args.grid_name, seed=args.seed,

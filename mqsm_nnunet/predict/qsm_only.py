@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from mqsm_nnunet.command import MQSMWarning
-from mqsm_nnunet.dataset_metadata import MQSMChannels
-from mqsm_nnunet.inference.outputs import finished_cases, publish_predictions
-from mqsm_nnunet.prediction.export import export_qsm
-from mqsm_nnunet.prediction.predictor import mQSMPredictor
-from mqsm_nnunet.training.qsm_network import ReconstructionOnlyNet
+from mqsm_nnunet.io.dataset_metadata import MQSMChannels
+from mqsm_nnunet.predict.outputs import finished_cases, publish_predictions
+from mqsm_nnunet.predict.export import export_qsm
+from mqsm_nnunet.predict.predictor import mQSMPredictor
+from mqsm_nnunet.network.reconstruction_only import ReconstructionOnlyNet
 
 
 def model_segments(predictor: mQSMPredictor) -> bool:

@@ -1,0 +1,3 @@
+"""`mqsm_demo`: the whole pipeline on the synthetic cohort (`run`), its registration arm (`registration`)
+and its summary and verdicts (`summary`).
+"""
