@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset_conversion.mqsm_convert import main as convert_main
+from mqsm_nnunet.cli.convert import main as convert_main
 from mqsm_nnunet import physics
-from mqsm_nnunet.analysis.cli import main as iron_main
+from mqsm_nnunet.cli.iron import main as iron_main
 from mqsm_nnunet.conversion import robust_half_range
-from mqsm_nnunet.evaluation.evaluate import main as evaluate_main
-from mqsm_nnunet.predict.cli import main as predict_main
+from mqsm_nnunet.cli.evaluate import main as evaluate_main
+from mqsm_nnunet.cli.predict import main as predict_main
 from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import write_cohort
-from plans.mqsm_plan_and_preprocess import main as plan_main
+from mqsm_nnunet.cli.plan_and_preprocess import main as plan_main
 
 from nifti_faults import (CORRUPTIONS, corrupt, disagreeing, expected_words, no_orientation, patch_pixdim, sheared,
                           singular)

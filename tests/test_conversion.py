@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from dataset_conversion.mqsm_convert import main
+from mqsm_nnunet.cli.convert import main
 from mqsm_nnunet import conversion, phantom, physics
+from mqsm_nnunet.cli import phantom as phantom_cli
 from mqsm_nnunet.io.nifti import read_volume, write_volume
 
 SHAPE = ("32", "32", "24")
@@ -27,7 +28,7 @@ NNUNET_BIN = Path(sys.executable).parent
 
 
 def _make_phantom(out: Path, *extra: str) -> Path:
-    phantom.main(["-o", str(out), "-n", "3", "--shape", *SHAPE, "--voxel-size", *VOXEL, "--seed", "3", "--quiet",
+    phantom_cli.main(["-o", str(out), "-n", "3", "--shape", *SHAPE, "--voxel-size", *VOXEL, "--seed", "3", "--quiet",
                   *extra])
     return out
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mqsm_nnunet.demo.run import main
+from mqsm_nnunet.cli.demo import main
 
 
 @pytest.mark.slow

@@ -12,7 +12,9 @@ import pytest
 from mqsm_nnunet.io.cases import segmentation_files_in
 
 from mqsm_nnunet import metrics
+from mqsm_nnunet.cli import evaluate as evaluate_cli
 from mqsm_nnunet.evaluation import evaluate as evaluation
+from mqsm_nnunet.io.labels import read_labels
 from mqsm_nnunet.io.nifti import read_volume, write_volume
 
 SHAPE = (14, 12, 10)
@@ -66,7 +68,7 @@ def _argv(folders, out, mask=True, seg=True, labels=None):
 def test_cli_rows_equal_the_metrics(cohort, capsys):
     root, folders, labels = cohort
     out = root / "out"
-    assert evaluation.main(_argv(folders, out, labels=labels)) == 0
+    assert evaluate_cli.main(_argv(folders, out, labels=labels)) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "qsm_metrics.csv", "qsm_metrics.md", "seg_metrics.md", "seg_metrics_per_region.csv",
     ]
@@ -109,7 +111,7 @@ def test_cli_rows_equal_the_metrics(cohort, capsys):
 def test_without_mask_the_reference_nonzero_voxels_are_used(cohort):
     root, folders, _ = cohort
     out = root / "out"
-    evaluation.main(_argv(folders, out, mask=False, seg=False))
+    evaluate_cli.main(_argv(folders, out, mask=False, seg=False))
     assert sorted(p.name for p in out.iterdir()) == ["qsm_metrics.csv", "qsm_metrics.md"]
     row = _read_csv(out / "qsm_metrics.csv")[0]
     pred = read_volume(folders["pred"] / f"{row['case']}_qsm.nii.gz").data
@@ -122,7 +124,7 @@ def test_mismatched_case_lists_fail_without_output(cohort, capsys):
     root, folders, _ = cohort
     (folders["ref"] / "sub-002_chi.nii.gz").unlink()
     out = root / "out"
-    assert evaluation.main(_argv(folders, out)) == 1  # a data error, not a usage error
+    assert evaluate_cli.main(_argv(folders, out)) == 1  # a data error, not a usage error
     message = capsys.readouterr().err
     assert "sub-002" in message and "case lists differ" in message
     assert not out.exists()
@@ -135,7 +137,7 @@ def test_mismatched_geometry_fails_without_output(cohort, capsys):
     mask_file = folders["mask"] / "sub-002_mask.nii.gz"
     write_volume(mask_file, read_volume(mask_file).data, moved)
     out = root / "out"
-    assert evaluation.main(_argv(folders, out)) == 1
+    assert evaluate_cli.main(_argv(folders, out)) == 1
     message = capsys.readouterr().err
     assert "sub-002_chi.nii.gz" in message and "sub-002_mask.nii.gz" in message and "affine" in message
     assert not out.exists()
@@ -145,7 +147,7 @@ def test_mismatched_shape_in_segmentations_fails_without_output(cohort, capsys):
     root, folders, _ = cohort
     write_volume(folders["seg_ref"] / "sub-001.nii.gz", np.zeros((14, 12, 9), dtype=np.uint8), AFFINE)
     out = root / "out"
-    assert evaluation.main(_argv(folders, out)) == 1
+    assert evaluate_cli.main(_argv(folders, out)) == 1
     assert "shape" in capsys.readouterr().err
     assert not out.exists()
 
@@ -175,7 +177,7 @@ def test_labels_that_do_not_fit_a_map_are_refused_naming_both_files(cohort, caps
         volume = read_volume(path, dtype=None)
         write_volume(path, np.where(volume.data == 4, 2, volume.data).astype(np.uint8), volume.affine)
     out = tmp_path / "out"
-    assert evaluation.main(_argv(folders, out, labels=labels)) == 1
+    assert evaluate_cli.main(_argv(folders, out, labels=labels)) == 1
     message = capsys.readouterr().err
     assert f"{folders['pred'] / 'sub-001.nii.gz'}: label values [2] are not in {labels}" in message
     assert not out.exists()
@@ -187,7 +189,7 @@ def test_a_colour_table_names_the_regions_found(cohort):
     lut.write_text("#No. Label Name:  R G B A\n0 Unknown 0 0 0 0\n1 Left-Caudate 1 2 3 0\n"
                    "3 Unused 0 0 0 0\n4 Left-Putamen 4 5 6 0  # comment\n")
     rows = evaluation.evaluate_segmentation(segmentation_files_in(folders["pred"]),
-                                            segmentation_files_in(folders["seg_ref"]), evaluation.read_labels(lut))
+                                            segmentation_files_in(folders["seg_ref"]), read_labels(lut))
     assert {(row["region"], row["label"]) for row in rows} == {("Left-Caudate", 1), ("Left-Putamen", 4)}
 
 

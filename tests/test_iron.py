@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from mqsm_nnunet import analysis as iron
-from mqsm_nnunet.analysis import cli as iron_cli
+from mqsm_nnunet.cli import iron as iron_cli
 from mqsm_nnunet.analysis import RegionStats
 from mqsm_nnunet.io.nifti import write_volume
 

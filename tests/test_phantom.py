@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from mqsm_nnunet.io.nifti import read_volume
+from mqsm_nnunet.cli.phantom import main
 from mqsm_nnunet.phantom import (DEFAULT_CHI_VARIATION, LABELS, SUSCEPTIBILITY_PPB, TEMPLATE_FILES, TISSUES,
-                                 REGION_TISSUE, main, make_subject, make_template, write_cohort)
+                                 REGION_TISSUE, make_subject, make_template, write_cohort)
 from mqsm_nnunet.phantom import cohort as cohort_module
 from mqsm_nnunet.phantom.subject import TEXTURE_PPB, TEXTURE_RELATIVE
 from mqsm_nnunet.physics import b0_direction_from_affine, forward_field

@@ -103,7 +103,7 @@ def nnunet_env(pipeline, monkeypatch):
 
 
 def mqsm_predict(*args: str) -> int:
-    from mqsm_nnunet.predict.cli import main
+    from mqsm_nnunet.cli.predict import main
 
     return main([*args, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar",
                  *MODEL_ARGS])
@@ -340,7 +340,7 @@ def test_inhouse_subject_folders_give_the_same_outputs(nnunet_env, prediction, t
 # 6. bad input
 # ----------------------------------------------------------------------------------------------------
 def test_missing_fold_checkpoint_is_named(nnunet_env, tmp_path, capsys):
-    from mqsm_nnunet.predict.cli import main
+    from mqsm_nnunet.cli.predict import main
 
     out = tmp_path / "pred"
     status = main(["-i", str(nnunet_env.raw / "imagesTs"), "-o", str(out), "-f", "3", "-device", "cpu", *MODEL_ARGS])

@@ -146,7 +146,7 @@ def nnunet_env(models, monkeypatch) -> Models:
 
 
 def mqsm_predict(dataset_id: int, trainer: str, *args: str) -> int:
-    from mqsm_nnunet.predict.cli import main
+    from mqsm_nnunet.cli.predict import main
 
     return main(["-d", str(dataset_id), "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
                  "--disable_progress_bar", *args])

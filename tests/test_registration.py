@@ -12,7 +12,7 @@ import pytest
 from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import LABELS, write_cohort, write_template
 from mqsm_nnunet.registration.ants import METHODS, load_template, register_cohort, register_labels
-from mqsm_nnunet.registration.cli import main
+from mqsm_nnunet.cli.register import main
 
 TINY = dict(shape=(32, 32, 24), voxel_size=(6.0, 6.0, 6.0))
 ROLES = ("t1", "field", "mask", "labels")

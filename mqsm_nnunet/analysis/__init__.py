@@ -1,4 +1,4 @@
-"""Regional brain-iron analysis in native space (paper Sect. 3.3, Table 2), and `mqsm_iron`.
+"""Regional brain-iron analysis in native space (paper Sect. 3.3, Table 2).
 
 From a QSM map (ppm) and a segmentation of the same subject on the same grid, no atlas registration:
 per subject and region the voxel count, volume and the mean / std / median susceptibility in ppb
@@ -8,7 +8,8 @@ out like the paper's Table 2.
 
 Rooms: `results` (what is computed), `regions` (regions and the susceptibility reference),
 `statistics` (the numbers; conventions in its docstring and docs/iron.md), `io` (reading and
-checking the inputs), `report` (CSV, Markdown, plot), `pipeline` (`run_iron_analysis`), `cli`.
+checking the inputs), `report` (CSV, Markdown, plot), `pipeline` (`run_iron_analysis`), `table2`;
+the command `mqsm_iron` is `mqsm_nnunet/cli/iron.py`.
 """
 from mqsm_nnunet.analysis.pipeline import run_iron_analysis
 from mqsm_nnunet.analysis.regions import parse_reference

@@ -1,4 +1,5 @@
-"""Prediction: mQSMPredictor (nnU-Net's sliding window giving the QSM beside the segmentation) and the
-QSM's export to native space, below both training and `mqsm_predict` (`cli`: in-house staging, model-folder
-checks, cases without a T1, outputs published in the user's label ids).
+"""Prediction: mQSMPredictor (nnU-Net's sliding window giving the QSM beside the segmentation), the
+QSM's export to native space, staging of in-house subject folders, model-folder checks, cases without a
+T1, and the outputs published in the user's label ids; below both training (final validation) and
+`mqsm_predict` (`mqsm_nnunet/cli/predict.py`).
 """

@@ -1,3 +1,3 @@
 """The paper's comparison arm: a template's labels carried to each subject by ANTs registration
-(`ants`), and `mqsm_register` (`cli`).
+(`ants`); the command `mqsm_register` is `mqsm_nnunet/cli/register.py`.
 """

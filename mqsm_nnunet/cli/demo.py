@@ -1,0 +1,57 @@
+"""`mqsm_demo`: the whole mQSM path on the synthetic cohort, in one command (`mqsm_nnunet.demo.run`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mqsm_nnunet.demo.run import TRAINER, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mqsm_demo",
+        description="Run mQSM end to end on a synthetic phantom cohort: generate, convert, plan, train a short "
+                    "mQSM variant, predict held-out subjects, compare with classical dipole inversions, analyse "
+                    "regional iron and write tables and figures to OUT/results.",
+        epilog="example: mqsm_demo -o demo_output --subjects 8 --epochs 22 --iterations 25   (longer: better "
+               "segmentation; on an idle 2-core CPU the defaults' 350 iterations gave held-out Dice 0.52 in an "
+               "11-minute run, 550 gave 0.59 in 22 minutes on a slower day)")
+    parser.add_argument("-o", "--out", default="mqsm_demo_output", help="output folder (default: mqsm_demo_output)")
+    parser.add_argument("--subjects", type=int, default=8, help="cohort size; at least 5 more than --test-subjects (default: 8)")
+    parser.add_argument("--test-subjects", type=int, default=2, help="held-out subjects (default: 2)")
+    parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                        help="matrix size (default: the phantom's, 64 64 48)")
+    parser.add_argument("--voxel-size", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                        help="voxel size in mm (default: the phantom's, 3 3 3)")
+    parser.add_argument("--epochs", type=int, default=14, help=f"training epochs of {TRAINER} (default: 14)")
+    parser.add_argument("--iterations", type=int, default=25, help="training iterations per epoch (default: 25)")
+    parser.add_argument("--curve-points", type=int, default=3,
+                        help="held-out scores at this many intermediate checkpoints, for the learning curve "
+                             "(default: 3; 0: final model only)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="training/prediction device (default: cuda if available, else cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="phantom cohort seed (default: 0)")
+    parser.add_argument("--b0-dir", type=float, nargs=3, default=(0.0, 0.26, 0.97), metavar=("X", "Y", "Z"),
+                        help="B0 direction in voxel axes (default: 15 degrees oblique, 0 0.26 0.97)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.test_subjects < 1 or args.subjects - args.test_subjects < 5:
+        print("mqsm_demo: need --test-subjects >= 1 and at least 5 training subjects (nnU-Net's 5-fold "
+              f"split); got --subjects {args.subjects} --test-subjects {args.test_subjects}", file=sys.stderr)
+        return 2
+    if args.epochs < 1 or args.iterations < 1:
+        print("mqsm_demo: --epochs and --iterations must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        run(args)
+    except (RuntimeError, ValueError, FileNotFoundError) as error:
+        print(f"mqsm_demo: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

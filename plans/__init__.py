@@ -1,1 +1,0 @@
-"""The mQSM planner (`mQSMPlanner`, plans `mQSMPlans`) and its `mqsm_plan_and_preprocess` command."""
