@@ -18,7 +18,7 @@ from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner
 
 from mqsm_nnunet.io.dataset_metadata import MQSMChannels
 from mqsm_nnunet.network import MQSMNet
-from mqsm_nnunet.network.reconstruction_only import RECONSTRUCTION_KEYS, ReconstructionOnlyNet
+from mqsm_nnunet.network.reconstruction_only import RECONSTRUCTION_ARCH_KEYS, ReconstructionOnlyNet
 
 PLANS_NAME = "mQSMPlans"
 
@@ -40,7 +40,7 @@ class mQSMPlanner(ExperimentPlanner):
         if self.qsm_only:
             self.mqsm_kwargs = {k: v for k, v in {**self.mqsm_network_kwargs,
                                                   "qsm_minus_channel": channels.qsm_minus}.items()
-                                if k in RECONSTRUCTION_KEYS}
+                                if k in RECONSTRUCTION_ARCH_KEYS}
         else:
             self.mqsm_kwargs = {**self.mqsm_network_kwargs, "t1_channels": [channels.t1],
                                 "qsm_minus_channel": channels.qsm_minus}

@@ -1,6 +1,6 @@
 """Which regions to analyse and what to subtract: region ids and the susceptibility reference.
 
-Regions are the non-background entries of the labels table (`labels.py` has the rules). The
+Regions are the non-background entries of the labels table (`io/labels.py` has the rules). The
 reference is 'none', 'brain' (all labelled voxels) or one or more labels, subtracted per subject.
 """
 from __future__ import annotations

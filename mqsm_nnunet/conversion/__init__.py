@@ -7,7 +7,7 @@ Rooms (docs/conversion.md has the user's view):
 - `subject`: one subject validated against its field map and written as four channels
   (T1 z-scored by nnU-Net; local field, QSM- and brain mask as "noNorm", see `dataset_metadata`);
 - `dataset`: the whole cohort into `$nnUNet_raw/DatasetXXX_NAME`, built aside and installed at once.
-The command line is `dataset_conversion/mqsm_convert.py`; errors here name the data (subject,
+The command line is `mqsm_nnunet/cli/convert.py`; errors here name the data (subject,
 file) and, where the fix is an argument, its parameter name in backticks.
 """
 from mqsm_nnunet.conversion.cohort import (Subject, check_case_id, discover_inference_subjects,

@@ -3,7 +3,7 @@
 phantom cohort -> mqsm_convert -> mqsm_plan_and_preprocess -> nnUNetv2_train
 (mQSMTrainer_tiny_inputFusionMap) -> mqsm_predict on the held-out subjects -> classical baselines on the same fields -> QSM and
 segmentation metrics against the phantom's truth -> iron table (mQSM vs truth) -> registration arm
-(template labels by ANTs, Table 2 with mQSM and truth; `demo_registration`) -> QC figures ->
+(template labels by ANTs, Table 2 with mQSM and truth; `demo.registration`) -> QC figures ->
 results/summary.md and results/summary.json. The nnU-Net steps run the real command-line tools as
 subprocesses; everything else calls the public functions of the package. All nnU-Net folders live
 inside the output folder, so the demo never touches a user's own nnUNet_raw/results.

@@ -16,7 +16,7 @@ files are published together (`files.atomic_folder`), so an error leaves no outp
 Bad input (exit 1, one line naming the file): missing folders or files, case lists that differ,
 a pair of files not on one grid (`grid.GRID_TOLERANCE_MM`), a corrupted or unreadable image
 (`nifti.read_volume`), a label map with non-integer values, a bad labels file or a label map holding
-ids it does not list (`labels.py`).
+ids it does not list (`io/labels.py`).
 """
 from __future__ import annotations
 

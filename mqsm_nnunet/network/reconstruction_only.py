@@ -16,7 +16,7 @@ from torch import nn
 
 from mqsm_nnunet.network import MQSMNet, ReconstructionNet
 
-RECONSTRUCTION_KEYS = ("qsm_minus_channel", "recon_width", "recon_blocks", "recon_skip_channels", "recon_dilations")
+RECONSTRUCTION_ARCH_KEYS = ("qsm_minus_channel", "recon_width", "recon_blocks", "recon_skip_channels", "recon_dilations")
 """The keyword arguments this network takes from the plans' arch_kwargs (mQSMPlanner writes them)."""
 
 

@@ -12,7 +12,7 @@ matplotlib.use("agg")
 from matplotlib.figure import Figure  # noqa: E402
 from nnunetv2.training.logging.nnunet_logger import LocalLogger  # noqa: E402
 
-RECONSTRUCTION_KEYS = (
+RECONSTRUCTION_LOG_KEYS = (
     "train_loss_seg",      # Dice + CE with deep supervision (Eq. 6)
     "train_loss_rec",      # L_rec = L_C + w * L_M (Eq. 5)
     "train_loss_c",        # consistency term L_C
@@ -29,13 +29,13 @@ class MQSMLocalLogger(LocalLogger):
 
     def __init__(self, verbose: bool = False):
         super().__init__(verbose)
-        for key in RECONSTRUCTION_KEYS:
+        for key in RECONSTRUCTION_LOG_KEYS:
             self.my_fantastic_logging[key] = []
 
     def load_checkpoint(self, checkpoint: dict) -> None:
         """Restore the log; a checkpoint from a stock trainer gets empty reconstruction lists."""
         super().load_checkpoint(checkpoint)
-        for key in RECONSTRUCTION_KEYS:
+        for key in RECONSTRUCTION_LOG_KEYS:
             self.my_fantastic_logging.setdefault(key, [])
 
     def plot_progress_png(self, output_folder: str) -> None:

@@ -29,7 +29,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from mqsm_nnunet.planning import mQSMPlanner
-from mqsm_nnunet.network.reconstruction_only import RECONSTRUCTION_KEYS, ReconstructionOnlyNet
+from mqsm_nnunet.network.reconstruction_only import RECONSTRUCTION_ARCH_KEYS, ReconstructionOnlyNet
 from mqsm_nnunet.training.trainer import mQSMTrainer
 from mqsm_nnunet.training.variants import mQSMTrainer_tiny
 
@@ -60,9 +60,9 @@ class mQSMTrainer_QSM(mQSMTrainer):
         if "qsm_minus_channel" not in given:
             raise RuntimeError("these plans do not record the QSM- channel (stock nnU-Net plans?): plan the dataset "
                                "with mqsm_plan_and_preprocess and train with -p mQSMPlans")
-        defaults = {k: v for k, v in mQSMPlanner.mqsm_network_kwargs.items() if k in RECONSTRUCTION_KEYS}
-        kwargs = {**defaults, **{k: given[k] for k in RECONSTRUCTION_KEYS if k in given},
-                  **{k: v for k, v in cls.network_overrides.items() if k in RECONSTRUCTION_KEYS}}
+        defaults = {k: v for k, v in mQSMPlanner.mqsm_network_kwargs.items() if k in RECONSTRUCTION_ARCH_KEYS}
+        kwargs = {**defaults, **{k: given[k] for k in RECONSTRUCTION_ARCH_KEYS if k in given},
+                  **{k: v for k, v in cls.network_overrides.items() if k in RECONSTRUCTION_ARCH_KEYS}}
         network = ReconstructionOnlyNet(num_input_channels, num_output_channels, **kwargs)
         network.apply(ReconstructionOnlyNet.initialize)
         return cls.in_memory_layout(network)
