@@ -12,11 +12,13 @@ held out and never trained on), every method trains the same number of iteration
     mqsm_sa          mQSMTrainer_tiny_SA     (+ self-attention)
     mqsm             mQSMTrainer_tiny        (+ mutual attention = mQSM; default loss)
     mqsm_paper       mQSMTrainer_tiny_paperLoss (mQSM with the paper's Eq. 5 alone)
-    mqsm_wide_t1     mQSMTrainer_tiny_wideT1 (mQSM, T1 stream the whole stage width, QSM half of it)
-    mqsm_qsm_map     mQSMTrainer_tiny_qsmMap (mQSM, QSM stream also reads the reconstructed map)
-    mqsm_input_fusion mQSMTrainer_tiny_inputFusion (one stream over T1, the QSM and the recon skip)
     mqsm_input_fusion_map mQSMTrainer_tiny_inputFusionMap (one stream over T1 and the QSM)
     mqsm_qsm_map_only mQSMTrainer_tiny_qsmMapOnly (mQSM, QSM stream reads the reconstructed map only)
+
+The stock trainers and mqsm_qsm_map_only are the benchmark's own (`benchmark_trainers.py`, found
+through `benchmarks/trainers/`). Three experiments measured here were removed with the network
+options only they used (results in benchmarks/README.md; code at commit cef2241): mqsm_wide_t1,
+mqsm_qsm_map, mqsm_input_fusion.
 
 Printed per method: held-out mean Dice over the regions and per group (deep nuclei, cortex, other),
 QSM NRMSE / HFEN against the true chi (mQSM methods), beside QSM-, TKD, Tikhonov and TV-ADMM on the
@@ -66,9 +68,6 @@ METHODS = {
     "mqsm_sa": ("mQSMTrainer_tiny_SA", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "mqsm": ("mQSMTrainer_tiny", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "mqsm_paper": ("mQSMTrainer_tiny_paperLoss", "mQSMPlans", MQSM_ID, "mqsm_predict"),
-    "mqsm_wide_t1": ("mQSMTrainer_tiny_wideT1", "mQSMPlans", MQSM_ID, "mqsm_predict"),
-    "mqsm_qsm_map": ("mQSMTrainer_tiny_qsmMap", "mQSMPlans", MQSM_ID, "mqsm_predict"),
-    "mqsm_input_fusion": ("mQSMTrainer_tiny_inputFusion", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "mqsm_input_fusion_map": ("mQSMTrainer_tiny_inputFusionMap", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "mqsm_qsm_map_only": ("mQSMTrainer_tiny_qsmMapOnly", "mQSMPlans", MQSM_ID, "mqsm_predict"),
     "stock_all_recipe": ("nnUNetTrainer_tinyRecipe", "nnUNetPlans", MQSM_ID, "nnUNetv2_predict"),
@@ -298,7 +297,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out).resolve()
     env = {**os.environ, "nnUNet_raw": str(out / "nnUNet_raw"), "nnUNet_preprocessed": str(out / "nnUNet_preprocessed"),
-           "nnUNet_results": str(out / "nnUNet_results"), "nnUNet_extTrainer": str(REPO / "trainers"),
+           "nnUNet_results": str(out / "nnUNet_results"),
+           "nnUNet_extTrainer": os.pathsep.join([str(REPO / "trainers"), str(REPO / "benchmarks" / "trainers")]),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")])),
            "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "1"), "nnUNet_def_n_proc": "1",
            "nnUNet_compile": "false"}
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):

@@ -12,8 +12,6 @@ exactly as nnU-Net's ExperimentPlanner writes them. They are built the way train
          channels, U-Net features 16 at full resolution and at most 32 below), weights and batch in its
          channels-last-3d layout.
 - tiny_contiguous: tiny in nnU-Net's default (contiguous) layout: what the layout alone buys.
-- tiny_wide_t1: mQSMTrainer_tiny_wideT1, tiny with the T1 stream the whole stage width and the QSM
-         stream half of it (tiny: equal halves): what the wider T1 stream costs.
 
 One step is what the trainers' train_step does on the CPU: zero_grad, forward, nnU-Net's DC_and_CE_loss
 in a DeepSupervisionWrapper (weights 1/2^i, lowest output 0, normalized) on the segmentation outputs,
@@ -37,7 +35,7 @@ Memory, two figures, each from the network's own process:
 "peak MB" is the absolute peak RSS of the process (Python, torch, parameters and the steps).
 
     .venv/bin/python benchmarks/bench_train_step.py [--patch 64 64 32] [--batch 2] [--classes 31] [--repeats 3]
-        [--models plain mqsm tiny tiny_contiguous tiny_wide_t1] [--threads N]
+        [--models plain mqsm tiny tiny_contiguous] [--threads N]
 """
 from __future__ import annotations
 
@@ -53,7 +51,7 @@ import time
 
 from mqsm_nnunet.io.dataset_metadata import DEFAULT_CHANNELS as CHANNELS  # the order mqsm_convert writes
 
-MODELS = ("plain", "mqsm", "tiny", "tiny_contiguous", "tiny_wide_t1")
+MODELS = ("plain", "mqsm", "tiny", "tiny_contiguous")
 
 
 def plan_configuration(patch: list[int]) -> dict:
@@ -96,7 +94,7 @@ def _build(model: str, configuration: dict, classes: int):
     from mqsm_nnunet.planning import mQSMPlanner
     from mqsm_nnunet.training.architecture import build_mqsm_network
     from mqsm_nnunet.training.trainer import mQSMTrainer
-    from mqsm_nnunet.training.variants import mQSMTrainer_tiny, mQSMTrainer_tiny_wideT1
+    from mqsm_nnunet.training.variants import mQSMTrainer_tiny
 
     arch = configuration["architecture"]
     n_inputs = len(CHANNELS)
@@ -107,7 +105,7 @@ def _build(model: str, configuration: dict, classes: int):
         arch, network_class_name="mqsm_nnunet.network.mqsm_net.MQSMNet",
         arch_kwargs={**arch["arch_kwargs"], **mQSMPlanner.mqsm_network_kwargs,
                      "t1_channels": [CHANNELS["t1"]], "qsm_minus_channel": CHANNELS["qsm_minus"]}))
-    trainer = {"mqsm": mQSMTrainer, "tiny_wide_t1": mQSMTrainer_tiny_wideT1}.get(model, mQSMTrainer_tiny)
+    trainer = mQSMTrainer if model == "mqsm" else mQSMTrainer_tiny
     network = build_mqsm_network(ConfigurationManager(mqsm_configuration), n_inputs, classes, True,
                                  trainer.network_overrides, trainer.max_unet_features)
     return network if model == "tiny_contiguous" else trainer.in_memory_layout(network)

@@ -239,10 +239,9 @@ def test_fewer_cases_than_folds_is_refused_with_the_fix(nnunet_env, tmp_path):
         trainer.do_split()
 
 
-@pytest.mark.parametrize("variant", ["mQSMTrainer_tiny", "nnUNetTrainer_tinyRecipe"])
-def test_variants_train_and_predict_without_mirroring(nnunet_env, variant):
-    from mqsm_nnunet.training import variants
+def test_the_short_recipe_trains_and_predicts_without_mirroring(nnunet_env):
+    from mqsm_nnunet.training.variants import mQSMTrainer_tiny
 
-    trainer = _trainer(getattr(variants, variant), 771)
+    trainer = _trainer(mQSMTrainer_tiny, 771)
     *_, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     assert mirror_axes is None and trainer.inference_allowed_mirroring_axes is None

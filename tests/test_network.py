@@ -217,8 +217,7 @@ def _recon_loss(qsm, x):
     return ReconstructionLoss()(qsm, x[:, 2:3], x[:, 1:2], (x[:, 3:4] > 0).float()).total
 
 
-@pytest.mark.parametrize("fusion, qsm_stream_input", [("mtrans", "skip"), ("mtrans", "map_and_skip"),
-                                                       ("mtrans", "map"), ("input", "map_and_skip")])
+@pytest.mark.parametrize("fusion, qsm_stream_input", [("mtrans", "skip"), ("mtrans", "map"), ("input", "map")])
 def test_segmentation_loss_does_not_train_the_reconstruction_net(fusion, qsm_stream_input):
     torch.manual_seed(0)
     net = tiny_net(fusion=fusion, qsm_stream_input=qsm_stream_input)
@@ -240,35 +239,33 @@ def test_segmentation_loss_does_not_train_the_reconstruction_net(fusion, qsm_str
 
 
 def test_qsm_stream_can_read_the_reconstructed_map():
-    """With 'map_and_skip' the QSM stem reads the reconstructed QSM (in units of MAP_SCALE_PPM) as its
-    first channel, ahead of the recon skip features; with 'map' the QSM alone."""
+    """With 'map' the QSM stem reads the reconstructed QSM (in units of MAP_SCALE_PPM) instead of the
+    recon skip features (the paper's)."""
     torch.manual_seed(0)
-    net = tiny_net(qsm_stream_input="map_and_skip").eval()
-    assert net.encoder.qsm_stem.conv.in_channels == net.recon.skip_channels + 1
+    net = tiny_net(qsm_stream_input="map").eval()
+    assert net.encoder.qsm_stem.conv.in_channels == 1
     x = torch.randn(1, 4, 24, 40, 56)
     seen = []
     hook = net.encoder.qsm_stem.register_forward_hook(lambda m, i, o: seen.append(i[0]))
     with torch.no_grad():
         _, qsm = net(x, with_qsm=True)
     hook.remove()
-    torch.testing.assert_close(seen[0][:, :1], qsm / MAP_SCALE_PPM)
-    torch.testing.assert_close(seen[0][:, 1:], net.recon(x[:, 2:3])[1])
+    torch.testing.assert_close(seen[0], qsm / MAP_SCALE_PPM)
     assert tiny_net().encoder.qsm_stem.conv.in_channels == net.recon.skip_channels
-    assert tiny_net(qsm_stream_input="map").encoder.qsm_stem.conv.in_channels == 1
     with pytest.raises(ValueError, match="qsm_stream_input"):
         tiny_net(qsm_stream_input="field")
 
 
 def test_input_fusion_is_plain_conv_unet_over_t1_and_qsm_features():
-    """fusion='input': no streams; PlainConvUNet's encoder reads T1 + QSM + recon skip, so every conv
-    of encoder and decoder has PlainConvUNet's shape except the first one's input channels."""
+    """fusion='input': no streams; PlainConvUNet's encoder reads T1 + the reconstructed QSM, so every
+    conv of encoder and decoder has PlainConvUNet's shape except the first one's input channels."""
     torch.manual_seed(0)
     plan = "aniso4"
-    net = tiny_net(plan, fusion="input", qsm_stream_input="map_and_skip")
+    net = tiny_net(plan, fusion="input", qsm_stream_input="map")
     reference = PlainConvUNet(**unet_kwargs(plan))
     conv_shapes = lambda module: [tuple(m.weight.shape) for m in module.modules() if isinstance(m, nn.Conv3d)]
     ours, stock = conv_shapes(net.encoder), conv_shapes(reference.encoder)
-    assert ours[0][1] == 1 + 1 + net.recon.skip_channels and ours[1:] == stock[1:]
+    assert ours[0][1] == 1 + 1 and ours[1:] == stock[1:]
     assert conv_shapes(net.decoder)[len(ours):] == conv_shapes(reference.decoder)[len(stock):]
     x = torch.randn(1, 4, *PLANS[plan][3])
     with torch.no_grad():
@@ -304,12 +301,11 @@ def test_fusion_variants_train_one_step(fusion):
     assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
 
 
-@pytest.mark.parametrize("stream_widths", [(0.5, 0.5), (1.0, 0.5)])
-def test_streams_stay_apart_until_the_fusion_stage(stream_widths):
-    """Changing the QSM stream does not move the T1 stream before the fusion stage: with unmerged
-    skips (halves) the T1 part of the skip stays, with merged skips the T1 stack's own output does."""
+def test_streams_stay_apart_until_the_fusion_stage():
+    """Changing the QSM stream does not move the T1 stream before the fusion stage: the T1 part of
+    each skip (its leading half) stays."""
     torch.manual_seed(0)
-    net = tiny_net("iso4", fusion_stages=(2,), stream_widths=stream_widths).eval()
+    net = tiny_net("iso4", fusion_stages=(2,)).eval()
     t1 = torch.randn(1, 1, 24, 32, 40)
     qsm_a, qsm_b = torch.randn(2, 1, 4, 24, 32, 40)
     t1_outputs, fused = [], []
@@ -326,40 +322,9 @@ def test_streams_stay_apart_until_the_fusion_stage(stream_widths):
         assert not torch.allclose(skips_a[s], skips_b[s])
     t1_width = net.encoder.stream_channels[2][0]
     assert not torch.allclose(fused[0][:, :t1_width], fused[1][:, :t1_width])  # mTrans mixed QSM into T1
-    if not net.encoder.merges:  # unmerged skips lead with the T1 stream's channels
-        for s in (0, 1):
-            torch.testing.assert_close(skips_a[s][:, :net.encoder.stream_channels[s][0]], t1_a[s])
+    for s in (0, 1):  # skips lead with the T1 stream's channels
+        torch.testing.assert_close(skips_a[s][:, :net.encoder.stream_channels[s][0]], t1_a[s])
     assert len(net.encoder.t1_stages) == 3 and len(net.encoder.stages) == 1  # plain after the last fusion
-
-
-def test_wider_t1_stream_keeps_plain_conv_unet_decoder():
-    """T1 stream as wide as stock nnU-Net's stage, QSM stream half of it: the streams are merged back to
-    the stage width, so the decoder (and every deep-supervision output) is PlainConvUNet's."""
-    torch.manual_seed(0)
-    plan = "iso4"
-    net = tiny_net(plan, stream_widths=(1.0, 0.5))
-    features = PLANS[plan][2]
-    assert net.encoder.stream_channels == [(f, f // 2) for f in features]
-    assert sorted(net.encoder.merges) == ["0", "1", "2", "3"]
-    assert net.encoder.fusions["3"].stream_channels == (features[-1], features[-1] // 2)
-    reference = PlainConvUNet(**unet_kwargs(plan))
-
-    def own_shapes(decoder):  # a UNetDecoder holds its encoder as a child: leave that out
-        return [tuple(p.shape) for name, p in decoder.named_parameters() if not name.startswith("encoder.")]
-
-    assert own_shapes(net.decoder) == own_shapes(reference.decoder)
-    conv_shapes = lambda module: [tuple(m.weight.shape) for m in module.modules() if isinstance(m, nn.Conv3d)]
-    stock = conv_shapes(reference.encoder)
-    stock[0] = (features[0], features[0], *stock[0][2:])  # stock's first conv reads the image, ours the stem
-    assert conv_shapes(net.encoder.t1_stem) == [(features[0], 1, 3, 3, 3)]
-    assert conv_shapes(net.encoder.t1_stages) == stock
-    x = torch.randn(1, 4, *PLANS[plan][3])
-    with torch.no_grad():
-        assert [o.shape for o in net(x)] == [o.shape for o in reference(x)]
-    with pytest.raises(ValueError, match="whole streams"):
-        tiny_net(plan, stream_widths=(1.0, 0.3))
-    with pytest.raises(ValueError, match="two positive"):
-        tiny_net(plan, stream_widths=(1.0,))
 
 
 def test_feature_map_size_extends_plain_conv_unet_estimate():
@@ -379,7 +344,6 @@ def test_feature_map_size_extends_plain_conv_unet_estimate():
 @pytest.mark.parametrize("change, message", [
     (dict(conv_op=nn.Conv2d), "3D"),
     (dict(features_per_stage=(4, 8, 15, 16)), "even"),
-    (dict(stream_widths=(0.5, 0.0)), "two positive"),
     (dict(kernel_sizes=[3, 3, 3]), "kernel_sizes"),
     (dict(t1_channels=(4,)), "t1_channels"),
     (dict(qsm_minus_channel=0), "also listed"),

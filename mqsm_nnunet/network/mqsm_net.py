@@ -19,11 +19,8 @@ Design choices:
   stage are plain convolutions: nothing downstream needs the streams separated. ``fusion='none'``
   keeps the same streams and omits the block, so the U-Net / U-Net+SA / U-Net+SA+MA ablations differ
   by the fusion block only.
-- Stream widths (``stream_widths``, fractions of each stage's width): the paper's equal halves by
-  default, whose concatenation is the stage width. Wider streams (`mQSMTrainer_tiny_wideT1` gives the
-  T1 stream the whole width stock nnU-Net would, and the QSM stream half of it: at halves the T1 path
-  is narrower than stock nnU-Net's) are concatenated and mapped back to the stage width by a 1x1x1
-  conv, so the decoder and its cost stay PlainConvUNet's.
+- Stream widths: the paper's equal halves of each stage's width, whose concatenation is the stage
+  width, so the decoder and its cost stay PlainConvUNet's.
 - The decoder is dynamic_network_architectures' own ``UNetDecoder``, fed by an encoder that exposes
   the attributes it reads, so skips, upsampling and deep supervision match ``PlainConvUNet``.
 """
@@ -46,7 +43,7 @@ from mqsm_nnunet.network.mtrans import ATTENTION_MODES, MutualTransformer
 from mqsm_nnunet.network.reconstruction import MAP_SCALE_PPM, ReconstructionNet
 
 FUSION_MODES = ATTENTION_MODES + ("none", "input")
-QSM_STREAM_INPUTS = ("skip", "map", "map_and_skip")
+QSM_STREAM_INPUTS = ("skip", "map")
 
 
 def _per_stage(value, n: int, name: str) -> list:
@@ -58,14 +55,12 @@ def _per_stage(value, n: int, name: str) -> list:
     return [value] * n
 
 
-def stream_split(stage_width: int, stream_widths: Sequence[float], stage: int) -> tuple[int, int]:
-    """(T1, QSM) channels of a two-stream stage: the given fractions of the stage width, which must
-    come out whole (with the paper's equal halves: an even width)."""
-    channels = tuple(stage_width * w for w in stream_widths)
-    if any(c != round(c) or c < 1 for c in channels):
-        raise ValueError(f"features_per_stage[{stage}] = {stage_width} does not split into whole streams of "
-                         f"{stream_widths[0]:g} and {stream_widths[1]:g} of it (equal streams need an even width)")
-    return int(round(channels[0])), int(round(channels[1]))
+def stream_split(stage_width: int, stage: int) -> tuple[int, int]:
+    """(T1, QSM) channels of a two-stream stage: the paper's equal halves of an even stage width."""
+    if stage_width % 2 or stage_width < 2:
+        raise ValueError(f"features_per_stage[{stage}] = {stage_width} does not split into two equal streams "
+                         "(an even width is needed)")
+    return stage_width // 2, stage_width // 2
 
 
 class TwoStreamEncoder(nn.Module):
@@ -74,24 +69,23 @@ class TwoStreamEncoder(nn.Module):
     nonlin(_kwargs)). forward(t1, qsm_features) returns the skips, bottleneck last.
 
     Stages up to the last fusion stage run one conv stack per stream; each of their skips is the two
-    streams concatenated, mapped back to the stage width by a 1x1x1 conv (``merges``) when the streams
-    together are wider than it, so the decoder is always PlainConvUNet's."""
+    streams concatenated (the stage width), so the decoder is always PlainConvUNet's."""
 
     def __init__(self, t1_channels: int, qsm_feature_channels: int, n_stages: int,
                  features_per_stage: list[int], conv_op: Type[_ConvNd], kernel_sizes: list,
                  strides: list, n_conv_per_stage: list[int], conv_bias: bool, norm_op, norm_op_kwargs,
                  dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, fusion: str,
-                 fusion_stages: tuple[int, ...], stream_widths: Sequence[float] = (0.5, 0.5)) -> None:
+                 fusion_stages: tuple[int, ...]) -> None:
         super().__init__()
         last_two_stream = max(fusion_stages)
-        self.stream_channels = [stream_split(features_per_stage[s], stream_widths, s)
+        self.stream_channels = [stream_split(features_per_stage[s], s)
                                 for s in range(last_two_stream + 1)]
         block_args = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs)
         t1_width, qsm_width = self.stream_channels[0]
         self.t1_stem = ConvDropoutNormReLU(conv_op, t1_channels, t1_width, kernel_sizes[0], 1, *block_args)
         self.qsm_stem = ConvDropoutNormReLU(conv_op, qsm_feature_channels, qsm_width, kernel_sizes[0], 1, *block_args)
         self.t1_stages, self.qsm_stages = nn.ModuleList(), nn.ModuleList()
-        self.merges, self.fusions = nn.ModuleDict(), nn.ModuleDict()
+        self.fusions = nn.ModuleDict()
         previous = self.stream_channels[0]
         for s, (t1_out, qsm_out) in enumerate(self.stream_channels):
             for stack, c_in, c_out in ((self.t1_stages, previous[0], t1_out), (self.qsm_stages, previous[1], qsm_out)):
@@ -99,8 +93,6 @@ class TwoStreamEncoder(nn.Module):
                                                strides[s], *block_args))
             if fusion != "none" and s in fusion_stages:
                 self.fusions[str(s)] = MutualTransformer(t1_out, qsm_out, attention=fusion)
-            if t1_out + qsm_out != features_per_stage[s]:
-                self.merges[str(s)] = conv_op(t1_out + qsm_out, features_per_stage[s], 1, bias=conv_bias)
             previous = (t1_out, qsm_out)
         self.stages = nn.ModuleList(
             StackedConvBlocks(n_conv_per_stage[s], conv_op, features_per_stage[s - 1], features_per_stage[s],
@@ -129,7 +121,7 @@ class TwoStreamEncoder(nn.Module):
                 t1_map, qsm_map = both.split(self.stream_channels[s], dim=1)
             else:
                 both = torch.cat([t1_map, qsm_map], dim=1)
-            skips.append(self.merges[str(s)](both) if str(s) in self.merges else both)
+            skips.append(both)
         x = skips[-1]
         for stage in self.stages:
             x = stage(x)
@@ -137,8 +129,8 @@ class TwoStreamEncoder(nn.Module):
         return skips
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """Conv outputs (stems, both streams' stages, merges, plain stages) plus the fusion blocks'
-        maps, one sample."""
+        """Conv outputs (stems, both streams' stages, plain stages) plus the fusion blocks' maps, one
+        sample."""
         size = [int(i) for i in input_size]
         output = np.int64(self.t1_stem.compute_conv_feature_map_size(size)
                           + self.qsm_stem.compute_conv_feature_map_size(size))
@@ -149,8 +141,6 @@ class TwoStreamEncoder(nn.Module):
             size = [i // j for i, j in zip(size, self.strides[s])]
             if str(s) in self.fusions:
                 output += self.fusions[str(s)].compute_conv_feature_map_size(size)
-            if str(s) in self.merges:
-                output += np.int64(self.output_channels[s]) * np.prod(size, dtype=np.int64)
         return output
 
 
@@ -170,11 +160,9 @@ class MQSMNet(nn.Module):
         fusion: 'mtrans' (paper), 'sa' (self-attention only), 'none' (plain two-stream U-Net) or
             'input' (no streams: PlainConvUNet's encoder over T1 and the QSM features concatenated).
         fusion_stages: encoder stage indices whose output is fused (-1 = bottleneck).
-        stream_widths: (T1, QSM) fractions of each two-stream stage's width (default the paper's
-            equal halves); each must give whole channel counts.
         qsm_stream_input: what the QSM stream reads from the reconstruction net, detached: 'skip' (the
-            recon skip features), 'map' (the reconstructed QSM, in units of MAP_SCALE_PPM) or
-            'map_and_skip' (both, the map first).
+            recon skip features, the paper's) or 'map' (the reconstructed QSM, in units of
+            MAP_SCALE_PPM).
 
     Attributes:
         decoder.deep_supervision: nnU-Net's switch, as for PlainConvUNet.
@@ -186,8 +174,7 @@ class MQSMNet(nn.Module):
 
     Raises:
         ValueError: conv_op not 3D, inconsistent per-stage lists, channel indices out of range or
-            overlapping, unknown fusion, fusion stages out of range, stream widths that are not two
-            positive fractions giving whole channel counts.
+            overlapping, unknown fusion, fusion stages out of range, an odd two-stream stage width.
     """
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: int | Sequence[int],
@@ -201,7 +188,7 @@ class MQSMNet(nn.Module):
                  recon_width: int = 64, recon_blocks: int = 6, recon_skip_channels: int = 32,
                  recon_dilations: Sequence[int] = (1,),
                  fusion: str = "mtrans", fusion_stages: Sequence[int] = (-1,),
-                 stream_widths: Sequence[float] = (0.5, 0.5), qsm_stream_input: str = "skip") -> None:
+                 qsm_stream_input: str = "skip") -> None:
         super().__init__()
         if not (isinstance(conv_op, type) and issubclass(conv_op, nn.Conv3d)):
             raise ValueError(f"conv_op must be a 3D convolution (torch.nn.Conv3d), got {conv_op}: the dipole "
@@ -233,10 +220,6 @@ class MQSMNet(nn.Module):
             if not -n_stages <= s < n_stages:
                 raise ValueError(f"fusion_stages entry {s} is outside the {n_stages} encoder stages")
         normalized = tuple(sorted({s % n_stages for s in fusion_stages}))
-        stream_widths = tuple(float(w) for w in stream_widths)
-        if len(stream_widths) != 2 or min(stream_widths) <= 0:
-            raise ValueError(f"stream_widths must be two positive fractions (T1, QSM) of the stage width, "
-                             f"got {stream_widths}")
         if len(normalized) != len(fusion_stages):
             raise ValueError(f"fusion_stages {fusion_stages} names a stage twice")
 
@@ -250,16 +233,14 @@ class MQSMNet(nn.Module):
 
         self.recon = ReconstructionNet(width=recon_width, n_blocks=recon_blocks, skip_channels=recon_skip_channels,
                                        dilations=recon_dilations)
-        qsm_feature_channels = {"skip": recon_skip_channels, "map": 1, "map_and_skip": 1 + recon_skip_channels}[
-            qsm_stream_input]
+        qsm_feature_channels = {"skip": recon_skip_channels, "map": 1}[qsm_stream_input]
         conv_args = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs)
         if fusion == "input":   # one stream over T1 and the QSM features: PlainConvUNet's own encoder
             self.encoder = PlainConvEncoder(len(t1_channels) + qsm_feature_channels, n_stages, features, conv_op,
                                             kernel_sizes, strides, n_conv, *conv_args, return_skips=True)
         else:
             self.encoder = TwoStreamEncoder(len(t1_channels), qsm_feature_channels, n_stages, features, conv_op,
-                                            kernel_sizes, strides, n_conv, *conv_args, fusion, normalized,
-                                            stream_widths)
+                                            kernel_sizes, strides, n_conv, *conv_args, fusion, normalized)
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_decoder, deep_supervision)
         self._total_stride = [int(v) for v in np.prod(np.array(self.encoder.strides), axis=0)]
 
@@ -278,9 +259,7 @@ class MQSMNet(nn.Module):
                              f"{tuple(self._total_stride)}")
         with torch.set_grad_enabled(reconstruction_grad and torch.is_grad_enabled()):
             qsm, recon_skip = self.recon(x[:, self.qsm_minus_channel:self.qsm_minus_channel + 1])
-        qsm_features = {"skip": lambda: recon_skip, "map": lambda: qsm / MAP_SCALE_PPM,
-                        "map_and_skip": lambda: torch.cat([qsm / MAP_SCALE_PPM, recon_skip], dim=1)}[
-            self.qsm_stream_input]().detach()
+        qsm_features = (recon_skip if self.qsm_stream_input == "skip" else qsm / MAP_SCALE_PPM).detach()
         t1 = x[:, list(self.t1_channels)]
         skips = self.encoder(torch.cat([t1, qsm_features], dim=1)) if self.fusion == "input" \
             else self.encoder(t1, qsm_features)

@@ -8,7 +8,7 @@ spatial tokens and per-stream 1x1x1 projections Q_i, K_i, V_i (channel-first, C_
     out  = cat[SA_1, MA V_2, SA_2, MA^T V_1]           (2 C1 + 2 C2 channels)
 
 MA V_2 carries QSM values into the T1 stream's channel order, MA^T V_1 the reverse; nothing in Eq. 4
-needs the streams equally wide (the paper's are; `mQSMTrainer_tiny_wideT1` gives the T1 stream more).
+needs the streams equally wide (the paper's are, and so are MQSMNet's).
 The N^-0.5 scale and tanh follow the authors' reference code (the paper writes MA = Q_1 Q_2^T). The
 fused channels are projected back to C1 + C2 by a 1x1x1 conv and added to the input (a residual
 connection; the reference instead widened the network to 4C), so the U-Net width is unchanged and the

@@ -21,7 +21,7 @@ UNET_KEYS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strid
              "dropout_op_kwargs", "nonlin", "nonlin_kwargs")
 # mQSM keys the planner may write into the plans' arch_kwargs.
 MQSM_ARCH_KEYS = ("t1_channels", "qsm_minus_channel", "recon_width", "recon_blocks", "recon_skip_channels",
-                  "recon_dilations", "fusion", "fusion_stages", "stream_widths", "qsm_stream_input")
+                  "recon_dilations", "fusion", "fusion_stages", "qsm_stream_input")
 
 
 def cap_features(features_per_stage, caps: int | tuple[int, ...]) -> list[int]:

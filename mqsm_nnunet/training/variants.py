@@ -5,32 +5,25 @@
   stages and a light reconstruction net. Its length (and intermediate checkpoints for learning
   curves) comes from the plans entry `mqsm_short_training` (`short_training.py`; nnUNetv2_train has
   no flag for it).
-- `_tiny_wideT1`: the short recipe with a full-width T1 stream (stream widths, not in the paper).
-- What the segmentation reads and where it fuses (not in the paper): `_tiny_qsmMap`, `_tiny_qsmMapOnly`
-  (what the QSM stream reads), `_tiny_inputFusion`, and `_tiny_inputFusionMap`, one stream over T1 and
-  the reconstructed QSM: the demo's trainer, the one short-budget form measured ahead of the stock
+- `_tiny_inputFusionMap`: one segmentation stream over T1 and the reconstructed QSM, fused at the
+  input (not in the paper): the demo's trainer, the one short-budget form measured ahead of the stock
   network (benchmarks/README.md); `mQSMTrainer_inputFusionMap` is the same network at nnU-Net's
   recipe and length.
 - Ablations of the paper (Table 3): `_UNet` (two-stream U-Net, no fusion block), `_SA` (self-
   attention per stream, no mutual attention); mQSMTrainer itself is U-Net + SA + MA, the full mQSM.
 - `_paperLoss`: the paper's Eq. 5 alone, without the data-consistency term.
-- Stock nnU-Net at the same length (benchmark baselines): nnUNetTrainer_tinyLength (nnU-Net's own
-  recipe, only the length changed) and nnUNetTrainer_tinyRecipe (stock PlainConvUNet trained with
-  mQSMTrainer_tiny's recipe: optimizer, width cap, no mirroring), which separates what the recipe
-  gives from what the mQSM network gives.
+The benchmarks' own trainers (stock nnU-Net at the same length, experiments) are in
+`benchmarks/benchmark_trainers.py`.
 """
 from __future__ import annotations
 
 import os
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from mqsm_nnunet.training.architecture import cap_features, plans_describing_network
 from mqsm_nnunet.training.schedule import TaskPolyLR
 from mqsm_nnunet.training.short_training import ShortTraining, check_no_retired_variables
-from mqsm_nnunet.training.trainer import NoMirroring, mQSMTrainer
+from mqsm_nnunet.training.trainer import mQSMTrainer
 
 TINY_LEARNING_RATE = 3e-3
 TINY_WEIGHT_DECAY = 1e-4
@@ -66,8 +59,7 @@ class mQSMTrainer_tiny(ShortLength, mQSMTrainer):
     full resolution and at most 32 below, reconstruction net 8 wide x 2 dilated blocks (at 16 wide it
     cost as much as the whole U-Net at this patch); 3 epochs x 4 iterations unless the plans say.
 
-    Streams: the paper's equal halves of each stage (8 + 8 wide at full resolution, 16 + 16 below);
-    `mQSMTrainer_tiny_wideT1` gives the T1 stream the whole stage width instead."""
+    Streams: the paper's equal halves of each stage (8 + 8 wide at full resolution, 16 + 16 below)."""
 
     network_overrides = {"recon_width": 8, "recon_blocks": 2, "recon_skip_channels": 8,
                          "recon_dilations": (1, 2, 4, 8)}
@@ -97,39 +89,6 @@ class mQSMTrainer_tiny(ShortLength, mQSMTrainer):
         optimizer = torch.optim.AdamW(self._parameter_groups(network), self.initial_lr,
                                       weight_decay=self.weight_decay)
         return optimizer, TaskPolyLR(optimizer, self.num_epochs, self.task_frozen)
-
-
-class mQSMTrainer_tiny_wideT1(mQSMTrainer_tiny):
-    """mQSMTrainer_tiny with the T1 stream as wide as the stage (stock nnU-Net's capped widths: 16 at
-    full resolution, 32 below) and the QSM stream half of it, to test whether the equal halves' narrow
-    T1 path makes mQSM lag the stock network with the same recipe. Three bench_learning runs each at
-    400 iterations: 0.347 mean, equal halves 0.340, stock 0.392, all within one run's spread of about
-    0.1 (benchmarks/README.md): no measured gain, so the demo keeps the halves."""
-
-    network_overrides = {**mQSMTrainer_tiny.network_overrides, "stream_widths": (1.0, 0.5)}
-
-
-class mQSMTrainer_tiny_qsmMap(mQSMTrainer_tiny):
-    """mQSMTrainer_tiny whose QSM stream reads the reconstructed QSM map beside the recon skip features.
-    bench_learning, 400 iterations, three runs: 0.405 / 0.364 / 0.294, level with the skip alone."""
-
-    network_overrides = {**mQSMTrainer_tiny.network_overrides, "qsm_stream_input": "map_and_skip"}
-
-
-class mQSMTrainer_tiny_qsmMapOnly(mQSMTrainer_tiny):
-    """mQSMTrainer_tiny whose QSM stream reads the reconstructed QSM only, not the recon skip.
-    bench_learning, 400 iterations, one run: 0.381, level with the skip: the two streams lag either way."""
-
-    network_overrides = {**mQSMTrainer_tiny.network_overrides, "qsm_stream_input": "map"}
-
-
-class mQSMTrainer_tiny_inputFusion(mQSMTrainer_tiny):
-    """One stream (PlainConvUNet's encoder) over T1, the reconstructed QSM and the recon skip: fusion
-    at the input. bench_learning, 400 iterations, one run: 0.277, the lowest of all: the recon net's
-    skip features, which change with every reconstruction step and pass through its channel dropout,
-    are a poor input for a segmentation trained at the same time."""
-
-    network_overrides = {**mQSMTrainer_tiny.network_overrides, "fusion": "input", "qsm_stream_input": "map_and_skip"}
 
 
 class mQSMTrainer_inputFusionMap(mQSMTrainer):
@@ -185,33 +144,3 @@ class mQSMTrainer_tiny_paperLoss(mQSMTrainer_tiny):
     """mQSMTrainer_paperLoss with the short recipe."""
 
     data_consistency_weight = mQSMTrainer_paperLoss.data_consistency_weight
-
-
-class nnUNetTrainer_tinyLength(ShortLength, nnUNetTrainer):
-    """Stock nnUNetTrainer, only shortened to mQSMTrainer_tiny's length (benchmark baseline)."""
-
-
-class nnUNetTrainer_tinyRecipe(NoMirroring, nnUNetTrainer_tinyLength):
-    """Stock PlainConvUNet with mQSMTrainer_tiny's recipe: AdamW + poly, width cap, no mirroring."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        plans = plans_describing_network(plans, configuration, {}, TINY_MAX_FEATURES)
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = TINY_LEARNING_RATE
-        self.weight_decay = TINY_WEIGHT_DECAY
-
-    @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
-        kwargs = dict(configuration_manager.network_arch_init_kwargs)
-        kwargs["features_per_stage"] = cap_features(kwargs["features_per_stage"], TINY_MAX_FEATURES)
-        return get_network_from_plans(configuration_manager.network_arch_class_name, kwargs,
-                                      configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
-                                      num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
-        for group in optimizer.param_groups:
-            group.update(name="segmentation", initial_lr=self.initial_lr)
-        return optimizer, TaskPolyLR(optimizer, self.num_epochs, lambda task, epoch: False)
