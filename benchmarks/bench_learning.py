@@ -243,15 +243,15 @@ def combine_runs(runs: list[dict]) -> dict:
 def classical_baselines(cohort: Path, cases: list[str], out: Path) -> dict[str, dict]:
     from mqsm_nnunet.qsm.baselines import run_baselines
     from mqsm_nnunet.io.nifti import read_volume, write_volume
-    from mqsm_nnunet.physics import b0_direction_from_affine
+    from mqsm_nnunet.conversion.b0 import b0_direction
     from mqsm_nnunet.evaluation.scoring import qsm_scores
 
     files: dict[str, dict[str, Path]] = {}
     for case in cases:
         field = read_volume(cohort / case / "field.nii.gz")
         mask = read_volume(cohort / case / "mask.nii.gz").data > 0
-        for method, chi in run_baselines(field.data, field.voxel_size, b0_direction_from_affine(field.affine),
-                                         mask).items():
+        b0, _ = b0_direction(cohort / case / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
+        for method, chi in run_baselines(field.data, field.voxel_size, b0, mask).items():
             path = write_volume(out / "baselines" / method / f"{case}_qsm.nii.gz", chi * mask, field.affine,
                                 np.float32)
             files.setdefault(method, {})[case] = path

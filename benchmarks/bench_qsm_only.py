@@ -80,7 +80,7 @@ def phantom(out: Path, subjects: int, shape, voxel_size, seed: int) -> Path:
 # ----------------------------------------------------------------------------------------------------
 def run_one(name: str, subject: Path, result: Path, module: str | None) -> None:
     """Invert one subject's field with baseline `name` (of `module`, a baselines.py file, if given)."""
-    from mqsm_nnunet import physics
+    from mqsm_nnunet.conversion.b0 import b0_direction
     from mqsm_nnunet.io.nifti import read_volume
 
     if module is None:
@@ -92,7 +92,8 @@ def run_one(name: str, subject: Path, result: Path, module: str | None) -> None:
     field = read_volume(subject / "field.nii.gz")
     mask = read_volume(subject / "mask.nii.gz", dtype=None).data > 0
     start = time.perf_counter()
-    chi = getattr(baselines, name)(field.data, field.voxel_size, physics.b0_direction_from_affine(field.affine), mask)
+    b0, _ = b0_direction(subject / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
+    chi = getattr(baselines, name)(field.data, field.voxel_size, b0, mask)
     print(f"inversion_seconds {time.perf_counter() - start:.2f}")
     np.save(result, chi.astype(np.float32))
 
@@ -145,7 +146,7 @@ def speed(args: argparse.Namespace) -> dict:
 # the transductive cohort
 # ----------------------------------------------------------------------------------------------------
 def cohort(args: argparse.Namespace) -> dict:
-    from mqsm_nnunet import physics
+    from mqsm_nnunet.conversion.b0 import b0_direction
     from mqsm_nnunet.qsm import baselines
     from mqsm_nnunet.metrics import nrmse
     from mqsm_nnunet.io.nifti import read_volume
@@ -180,7 +181,7 @@ def cohort(args: argparse.Namespace) -> dict:
         field = read_volume(subject / "field.nii.gz")
         chi = read_volume(subject / "chi.nii.gz").data
         mask = read_volume(subject / "mask.nii.gz", dtype=None).data > 0
-        b0 = physics.b0_direction_from_affine(field.affine)
+        b0, _ = b0_direction(subject / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
         maps = {"mQSMTrainer_QSM_tiny": read_volume(pred / f"{subject.name}_qsm.nii.gz").data,
                 **baselines.run_baselines(field.data, field.voxel_size, b0, mask, methods[1:])}
         for method in methods:

@@ -61,14 +61,21 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     return values
 
 
-def _check_b0_dir(b0_dir: Sequence[float]) -> tuple[float, float, float]:
-    values = np.asarray(b0_dir, dtype=float)
-    if values.shape != (3,) or not np.all(np.isfinite(values)):
-        raise ValueError(f"b0_dir must be 3 finite numbers (B0 direction in voxel order); got {b0_dir!r}")
-    norm = float(np.linalg.norm(values))
-    if norm == 0.0:
-        raise ValueError(f"b0_dir must have non-zero length (it is the B0 direction); got {b0_dir!r}")
-    return tuple(float(v) for v in values / norm)
+def unit_b0_direction(b0_dir: Sequence[float], name: str = "b0_dir") -> tuple[float, float, float]:
+    """`b0_dir` as a unit vector, after the one check every reader of a B0 direction applies (flags,
+    sidecars, the phantom, the physics, the training frame): 3 finite numbers, not all zero.
+
+    Raises:
+        ValueError: naming `name` (a parameter, or a file and its key) and the value given.
+    """
+    try:
+        values = np.asarray(b0_dir, dtype=float)
+    except (TypeError, ValueError):
+        values = np.empty(0)
+    if values.shape != (3,) or not np.all(np.isfinite(values)) or not np.any(values):
+        raise ValueError(f"{name} must be 3 numbers in voxel axes (i, j, k), finite, not all zero (the B0 "
+                         f"direction); got {b0_dir!r}")
+    return tuple(float(v) + 0.0 for v in values / np.linalg.norm(values))
 
 
 def _check_volume(name: str, volume: np.ndarray) -> np.ndarray:
@@ -158,7 +165,7 @@ def dipole_kernel(shape: Sequence[int], voxel_size: Sequence[float], b0_dir: Seq
     Raises:
         ValueError: bad shape, voxel_size or b0_dir.
     """
-    return _kernel(_check_shape(shape), check_voxel_size(voxel_size), _check_b0_dir(b0_dir), bool(rfft))
+    return _kernel(_check_shape(shape), check_voxel_size(voxel_size), unit_b0_direction(b0_dir), bool(rfft))
 
 
 @functools.lru_cache(maxsize=2)
@@ -232,7 +239,7 @@ def forward_field(chi: np.ndarray, voxel_size: Sequence[float], b0_dir: Sequence
     """
     chi = _check_volume("chi", chi)
     voxel = check_voxel_size(voxel_size)
-    b0_unit = _check_b0_dir(b0_dir)
+    b0_unit = unit_b0_direction(b0_dir)
     padded = padded_shape(chi.shape, pad_factor)
     spectrum = _rfft_padded(chi, padded)
     spectrum *= _cached_half_kernel(padded, voxel, b0_unit, chi.dtype.name)
@@ -329,7 +336,7 @@ def _tkd_many(field: np.ndarray, voxel_size: Sequence[float], b0_dir: Sequence[f
     """TKD at several thresholds sharing one forward FFT of the field; each result masked if a mask is given."""
     field = _check_volume("field", field)
     voxel = check_voxel_size(voxel_size)
-    b0_unit = _check_b0_dir(b0_dir)
+    b0_unit = unit_b0_direction(b0_dir)
     inside = None if mask is None else _check_mask(mask, field.shape)
     padded = padded_shape(field.shape, pad_factor)
     spectrum = _rfft_padded(field, padded)

@@ -41,15 +41,7 @@ def _sidecar_direction(path: Path) -> tuple[float, float, float] | None:
         raise ValueError(f"{path}: not valid JSON ({error}); fix it or remove it") from None
     if not isinstance(content, dict) or SIDECAR_KEY not in content:
         return None
-    value = content[SIDECAR_KEY]
-    try:
-        direction = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        direction = np.empty(0)
-    if direction.shape != (3,) or not np.all(np.isfinite(direction)) or not np.any(direction):
-        raise ValueError(f"{path}: '{SIDECAR_KEY}' must be 3 numbers in voxel axes (i, j, k), not all zero; "
-                         f"got {value!r}")
-    return tuple(float(v) for v in direction / np.linalg.norm(direction))
+    return physics.unit_b0_direction(content[SIDECAR_KEY], f"{path}: '{SIDECAR_KEY}'")
 
 
 def b0_direction(field_path: Path, affine: np.ndarray,

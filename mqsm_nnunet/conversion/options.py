@@ -9,9 +9,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from mqsm_nnunet.command import MQSMWarning
+from mqsm_nnunet.physics import unit_b0_direction
 
 FIELD_UNITS = ("ppm", "hz", "rad")
 FILE_ROLES = ("t1", "field", "mask", "labels", "chi")
@@ -64,10 +64,7 @@ class ConversionOptions:
         if self.field_units == "rad" and self.te is None:
             raise ValueError("`field_units` rad needs the echo time of the phase: give `te` in seconds (e.g. 0.02)")
         if self.b0_dir is not None:
-            direction = np.asarray(self.b0_dir, dtype=float)
-            if direction.shape != (3,) or not np.all(np.isfinite(direction)) or not np.any(direction):
-                raise ValueError(f"`b0_dir` must be 3 finite numbers, not all zero; got {self.b0_dir!r}")
-            object.__setattr__(self, "b0_dir", tuple(float(v) for v in direction / np.linalg.norm(direction)))
+            object.__setattr__(self, "b0_dir", unit_b0_direction(self.b0_dir, "`b0_dir`"))
         if len(self.thresholds) != 2 or not all(math.isfinite(t) and 0 < t <= 1 for t in self.thresholds):
             raise ValueError(f"`thresholds` must be two TKD thresholds in (0, 1]; got {self.thresholds!r}")
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))

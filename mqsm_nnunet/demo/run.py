@@ -192,13 +192,14 @@ def _learning_curve(out: Path, cohort: Path, cases: list[str], snapshots: list[P
 def _run_baselines(cohort: Path, cases: list[str], out_dir: Path) -> dict[str, dict[str, Path]]:
     from mqsm_nnunet.qsm.baselines import run_baselines
     from mqsm_nnunet.io.nifti import read_volume, write_volume
-    from mqsm_nnunet.physics import b0_direction_from_affine
+    from mqsm_nnunet.conversion.b0 import b0_direction
 
     files: dict[str, dict[str, Path]] = {}
     for case in cases:
         field = read_volume(cohort / case / "field.nii.gz")
         mask = read_volume(cohort / case / "mask.nii.gz").data > 0
-        maps = run_baselines(field.data, field.voxel_size, b0_direction_from_affine(field.affine), mask)
+        b0, _ = b0_direction(cohort / case / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
+        maps = run_baselines(field.data, field.voxel_size, b0, mask)
         for method, chi in maps.items():
             path = write_volume(out_dir / method / f"{case}_qsm.nii.gz", chi * mask, field.affine, np.float32)
             files.setdefault(method, {})[case] = path

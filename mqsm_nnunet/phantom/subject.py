@@ -22,7 +22,7 @@ from mqsm_nnunet.io.grid import check_voxel_size
 from mqsm_nnunet.phantom.anatomy import (BRAIN_HIGH, BRAIN_LOW, HEAD_CENTRE, LABELS, REGION_TISSUE,
                                          SUSCEPTIBILITY_PPB, TISSUES, Space, build_anatomy, head_t1w, render)
 from mqsm_nnunet.phantom.random_fields import SmoothField
-from mqsm_nnunet.physics import forward_field
+from mqsm_nnunet.physics import forward_field, unit_b0_direction
 
 DEFAULT_SHAPE = (64, 64, 48)
 DEFAULT_VOXEL_SIZE = (3.0, 3.0, 3.0)
@@ -85,11 +85,8 @@ def check_grid(shape: Sequence[int], voxel_size: Sequence[float],
     if len(shape) != 3 or any(int(n) != n or n < 1 for n in shape):
         raise ValueError(f"shape must be 3 positive integers (voxels along i, j, k); got {tuple(shape)}")
     sizes = check_voxel_size(voxel_size)
-    b0 = np.asarray(DEFAULT_B0_DIR if b0_dir is None else b0_dir, dtype=float)
-    if b0.shape != (3,) or not np.all(np.isfinite(b0)) or np.linalg.norm(b0) == 0:
-        raise ValueError(f"b0_dir must be 3 finite numbers, not all zero (B0 in voxel axes); got {b0_dir}")
-    b0 = b0 / np.linalg.norm(b0)
-    return tuple(int(n) for n in shape), sizes, tuple(float(v) + 0.0 for v in b0)
+    b0 = unit_b0_direction(DEFAULT_B0_DIR if b0_dir is None else b0_dir)
+    return tuple(int(n) for n in shape), sizes, b0
 
 
 def check_levels(noise: float, t1_noise: float, chi_variation: float) -> None:

@@ -22,13 +22,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mqsm_nnunet.physics import unit_b0_direction
+
 
 def b0_in_preprocessed_frame(b0_ijk: Sequence[float], transpose_forward: Sequence[int]) -> np.ndarray:
     """B0 (unit vector) from NIfTI voxel axes (i, j, k) to nnU-Net's preprocessed array axes."""
-    b = np.asarray(b0_ijk, dtype=float)
-    if b.shape != (3,) or not np.all(np.isfinite(b)) or not np.any(b):
-        raise ValueError(f"B0 direction must be 3 finite numbers, not all zero; got {b0_ijk!r}")
-    sitk_order = b[::-1]                      # SimpleITK arrays are (k, j, i)
+    sitk_order = np.asarray(unit_b0_direction(b0_ijk, "B0 direction"))[::-1]  # SimpleITK arrays are (k, j, i)
     moved = sitk_order[list(transpose_forward)]
     return moved / np.linalg.norm(moved)
 
