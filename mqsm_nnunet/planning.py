@@ -18,6 +18,7 @@ from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner
 
 from mqsm_nnunet.io.dataset_metadata import MQSMChannels
 from mqsm_nnunet.network import MQSMNet
+from mqsm_nnunet.network.reconstruction import PAPER_RECON_BLOCKS, PAPER_RECON_SKIP, PAPER_RECON_WIDTH
 from mqsm_nnunet.network.reconstruction_only import RECONSTRUCTION_ARCH_KEYS, ReconstructionOnlyNet
 
 PLANS_NAME = "mQSMPlans"
@@ -27,7 +28,8 @@ class mQSMPlanner(ExperimentPlanner):
     """Plans `mQSMPlans` with MQSMNet (3D); 2D configurations stay PlainConvUNet (mQSM is 3D only)."""
 
     #: Reconstruction net and fusion as in the paper; trainer variants may override them.
-    mqsm_network_kwargs = {"recon_width": 64, "recon_blocks": 6, "recon_skip_channels": 32,
+    mqsm_network_kwargs = {"recon_width": PAPER_RECON_WIDTH, "recon_blocks": PAPER_RECON_BLOCKS,
+                           "recon_skip_channels": PAPER_RECON_SKIP,
                            "fusion": "mtrans", "fusion_stages": [-1]}
 
     def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,

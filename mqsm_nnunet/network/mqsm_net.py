@@ -40,7 +40,8 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
 from mqsm_nnunet.network.mtrans import ATTENTION_MODES, MutualTransformer
-from mqsm_nnunet.network.reconstruction import MAP_SCALE_PPM, ReconstructionNet
+from mqsm_nnunet.network.reconstruction import (MAP_SCALE_PPM, PAPER_RECON_BLOCKS, PAPER_RECON_SKIP,
+                                                PAPER_RECON_WIDTH, ReconstructionNet)
 
 FUSION_MODES = ATTENTION_MODES + ("none", "input")
 QSM_STREAM_INPUTS = ("skip", "map")
@@ -185,7 +186,8 @@ class MQSMNet(nn.Module):
                  dropout_op: Type[_DropoutNd] | None = None, dropout_op_kwargs: dict | None = None,
                  nonlin: Type[nn.Module] | None = None, nonlin_kwargs: dict | None = None,
                  deep_supervision: bool = False, t1_channels: Sequence[int] = (0,), qsm_minus_channel: int = 2,
-                 recon_width: int = 64, recon_blocks: int = 6, recon_skip_channels: int = 32,
+                 recon_width: int = PAPER_RECON_WIDTH, recon_blocks: int = PAPER_RECON_BLOCKS,
+                 recon_skip_channels: int = PAPER_RECON_SKIP,
                  recon_dilations: Sequence[int] = (1,),
                  fusion: str = "mtrans", fusion_stages: Sequence[int] = (-1,),
                  qsm_stream_input: str = "skip") -> None:

@@ -38,6 +38,11 @@ class ResidualBlock(nn.Module):
         return self.nonlin(y + x)
 
 
+PAPER_RECON_WIDTH, PAPER_RECON_BLOCKS, PAPER_RECON_SKIP = 64, 6, 32
+"""The paper's reconstruction net (Fig. 1, reference code): 64-channel trunk, 6 residual blocks, a
+32-channel recon skip; every default and the planner's plans take them from here."""
+
+
 class ReconstructionNet(nn.Module):
     """QSM- (B, 1, *S) -> (QSM (B, 1, *S), recon skip (B, skip_channels, *S)), maps in ppm.
 
@@ -69,7 +74,8 @@ class ReconstructionNet(nn.Module):
         ValueError: for a non-positive width, skip_channels, negative n_blocks or dropout outside [0, 1).
     """
 
-    def __init__(self, width: int = 64, n_blocks: int = 6, skip_channels: int = 32, dropout: float = 0.2,
+    def __init__(self, width: int = PAPER_RECON_WIDTH, n_blocks: int = PAPER_RECON_BLOCKS,
+                 skip_channels: int = PAPER_RECON_SKIP, dropout: float = 0.2,
                  dilations: Sequence[int] = (1,)) -> None:
         super().__init__()
         if width < 1 or skip_channels < 1:

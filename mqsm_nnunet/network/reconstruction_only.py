@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mqsm_nnunet.network import MQSMNet, ReconstructionNet
+from mqsm_nnunet.network.reconstruction import PAPER_RECON_BLOCKS, PAPER_RECON_SKIP, PAPER_RECON_WIDTH
 
 RECONSTRUCTION_ARCH_KEYS = ("qsm_minus_channel", "recon_width", "recon_blocks", "recon_skip_channels", "recon_dilations")
 """The keyword arguments this network takes from the plans' arch_kwargs (mQSMPlanner writes them)."""
@@ -37,8 +38,9 @@ class ReconstructionOnlyNet(nn.Module):
 
     initialize = staticmethod(MQSMNet.initialize)   # nnU-Net's He init, the output layer back to zero
 
-    def __init__(self, input_channels: int, num_classes: int, qsm_minus_channel: int, recon_width: int = 64,
-                 recon_blocks: int = 6, recon_skip_channels: int = 32, recon_dilations: Sequence[int] = (1,),
+    def __init__(self, input_channels: int, num_classes: int, qsm_minus_channel: int,
+                 recon_width: int = PAPER_RECON_WIDTH, recon_blocks: int = PAPER_RECON_BLOCKS,
+                 recon_skip_channels: int = PAPER_RECON_SKIP, recon_dilations: Sequence[int] = (1,),
                  deep_supervision: bool = False) -> None:
         super().__init__()
         if not 0 <= qsm_minus_channel < input_channels:
