@@ -92,7 +92,7 @@ def _build(model: str, configuration: dict, classes: int):
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
     from mqsm_nnunet.planning import mQSMPlanner
-    from mqsm_nnunet.training.architecture import build_mqsm_network
+    from mqsm_nnunet.training.architecture import build_mqsm_network, plans_describing_network
     from mqsm_nnunet.training.trainer import mQSMTrainer
     from mqsm_nnunet.training.variants import mQSMTrainer_tiny
 
@@ -106,8 +106,10 @@ def _build(model: str, configuration: dict, classes: int):
         arch_kwargs={**arch["arch_kwargs"], **mQSMPlanner.mqsm_network_kwargs,
                      "t1_channels": [CHANNELS["t1"]], "qsm_minus_channel": CHANNELS["qsm_minus"]}))
     trainer = mQSMTrainer if model == "mqsm" else mQSMTrainer_tiny
-    network = build_mqsm_network(ConfigurationManager(mqsm_configuration), n_inputs, classes, True,
-                                 trainer.network_overrides, trainer.max_unet_features)
+    described = plans_describing_network({"configurations": {"3d_fullres": mqsm_configuration}}, "3d_fullres",
+                                         trainer.network_overrides, trainer.max_unet_features)
+    network = build_mqsm_network(ConfigurationManager(described["configurations"]["3d_fullres"]), n_inputs, classes,
+                                 True)   # as the trainer builds it: from the plans it wrote its sizes into
     return network if model == "tiny_contiguous" else trainer.in_memory_layout(network)
 
 

@@ -46,7 +46,7 @@ def _forward(network: MQSMNet) -> torch.Tensor:
 
 
 def test_stock_plainconvunet_plans_build_the_paper_network():
-    network = build_mqsm_network(_configuration(), 4, 5, deep_supervision=False, overrides={})
+    network = build_mqsm_network(_configuration(), 4, 5, deep_supervision=False)
     assert isinstance(network, MQSMNet)
     assert network.fusion == "mtrans" and network.recon.width == 64 and network.recon.n_blocks == 6
     assert network.t1_channels == (0,) and network.qsm_minus_channel == 2
@@ -60,7 +60,7 @@ def test_stock_residual_encoder_plans_map_blocks_to_convs():
         **STOCK_3D["architecture"],
         "network_class_name": "dynamic_network_architectures.architectures.residual_unet.ResidualEncoderUNet",
         "arch_kwargs": arch}})
-    network = build_mqsm_network(config, 4, 3, deep_supervision=True, overrides={})
+    network = build_mqsm_network(config, 4, 3, deep_supervision=True)
     network.train()
     outputs = network(torch.randn(1, 4, 16, 32, 32))
     assert [tuple(o.shape[2:]) for o in outputs] == [(16, 32, 32), (16, 16, 16), (8, 8, 8)]
@@ -89,7 +89,7 @@ def test_one_stream_trainer_keeps_the_full_size_and_its_tiny_form_the_short_one(
 def test_planned_mqsm_keys_are_used():
     config = _configuration(recon_width=24, recon_blocks=3, recon_skip_channels=16, fusion="sa",
                             fusion_stages=[-1], t1_channels=[0], qsm_minus_channel=2)
-    network = build_mqsm_network(config, 4, 3, deep_supervision=False, overrides={})
+    network = build_mqsm_network(config, 4, 3, deep_supervision=False)
     assert (network.recon.width, network.recon.n_blocks, network.recon.skip_channels) == (24, 3, 16)
     assert network.fusion == "sa"
 
@@ -97,7 +97,7 @@ def test_planned_mqsm_keys_are_used():
 def test_2d_configuration_is_refused_with_a_clear_error():
     config_2d = {**STOCK_3D, "patch_size": [32, 32], "spacing": [3.0, 3.0]}
     with pytest.raises(RuntimeError, match="3D"):
-        build_mqsm_network(ConfigurationManager(config_2d), 4, 3, deep_supervision=False, overrides={})
+        build_mqsm_network(ConfigurationManager(config_2d), 4, 3, deep_supervision=False)
 
 
 def _plans() -> dict:
@@ -112,10 +112,21 @@ def test_plans_describing_a_variant_rebuild_the_same_network():
     arch = described["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
     assert arch["features_per_stage"] == [16, 32, 32, 32] and arch["recon_dilations"] == [1, 2, 4, 8]
     assert STOCK_3D["architecture"]["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256]   # input untouched
-    from_described = build_mqsm_network(ConfigurationManager(described["configurations"]["3d_fullres"]), 4, 3,
-                                        False, overrides={})            # the plans alone, no variant class
-    from_variant = mQSMTrainer_tiny.build_network_architecture(None, _configuration(), 4, 3, False)
+    configuration = ConfigurationManager(described["configurations"]["3d_fullres"])
+    from_described = build_mqsm_network(configuration, 4, 3, False)            # the plans alone, no variant class
+    from_variant = mQSMTrainer_tiny.build_network_architecture(None, configuration, 4, 3, False)
     assert [tuple(p.shape) for p in from_described.parameters()] == [tuple(p.shape) for p in from_variant.parameters()]
+
+
+def test_an_edited_plans_file_is_what_gets_built_not_the_class_attribute():
+    """A user who widens the reconstruction in the results folder's plans.json gets that network: the
+    variant's class attribute (recon_width 8) does not overrule it."""
+    described = plans_describing_network(_plans(), "3d_fullres", mQSMTrainer_tiny.network_overrides,
+                                         mQSMTrainer_tiny.max_unet_features)
+    described["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["recon_width"] = 12
+    network = mQSMTrainer_tiny.build_network_architecture(
+        None, ConfigurationManager(described["configurations"]["3d_fullres"]), 4, 3, False)
+    assert network.recon.width == 12 and network.recon.in_conv[1].out_channels == 12
 
 
 def test_plans_describing_an_inheriting_configuration_resolve_it():
@@ -128,7 +139,7 @@ def test_plans_describing_an_inheriting_configuration_resolve_it():
 
 def test_unimportable_class_in_the_plans_is_named():
     with pytest.raises(RuntimeError, match="torch.nn.NoSuchNorm"):
-        build_mqsm_network(_configuration(norm_op="torch.nn.NoSuchNorm"), 4, 3, False, overrides={})
+        build_mqsm_network(_configuration(norm_op="torch.nn.NoSuchNorm"), 4, 3, False)
 
 
 def test_plans_without_a_unet_keep_their_reconstruction_sizes_only():

@@ -4,7 +4,8 @@ A variant fixes some sizes over the plans (`network_overrides`, a width cap). nn
 the plans plus the trainer's class name rebuild the network, and that the plans copied into the
 results folder say what was trained: `plans_describing_network` writes the variant's sizes into the
 plans the trainer runs under, so the results folder's `plans.json` names exactly the network in its
-checkpoints (building from those plans again gives the same network: overrides and cap are idempotent).
+checkpoints. The network is then built from the plans alone (`build_mqsm_network`): a plans.json
+edited by hand is what gets built, never silently overruled by a class attribute.
 """
 from __future__ import annotations
 
@@ -49,14 +50,11 @@ def plans_describing_network(plans: dict, configuration: str, overrides: dict,
 
 
 def build_mqsm_network(configuration_manager: ConfigurationManager, num_input_channels: int,
-                       num_output_channels: int, deep_supervision: bool, overrides: dict,
-                       max_features: int | tuple[int, ...] | None = None) -> MQSMNet:
-    """MQSMNet from a configuration's arch kwargs (ours or stock PlainConvUNet / ResEnc ones).
+                       num_output_channels: int, deep_supervision: bool) -> MQSMNet:
+    """MQSMNet from a configuration's arch kwargs alone (ours or stock PlainConvUNet / ResEnc ones).
 
-    `overrides` replace arch kwargs; `max_features` caps the U-Net width of every stage (CPU variants):
-    one number for all stages, or one per stage with the last repeated for deeper stages. ResEnc plans
-    give their residual blocks per stage as MQSMNet's plain convolutions per stage (mQSM has no
-    residual encoder).
+    ResEnc plans give their residual blocks per stage as MQSMNet's plain convolutions per stage (mQSM
+    has no residual encoder).
 
     Raises:
         RuntimeError: the configuration is 2D (the dipole model is 3D), or a class named in the plans
@@ -77,9 +75,6 @@ def build_mqsm_network(configuration_manager: ConfigurationManager, num_input_ch
                 raise RuntimeError(f"the plans' arch_kwargs name {key} = '{kwargs[key]}', which cannot be imported "
                                    "here: check the plans (or install the package that defines it)")
             kwargs[key] = located
-    kwargs.update(overrides)
-    if max_features is not None:
-        kwargs["features_per_stage"] = cap_features(kwargs["features_per_stage"], max_features)
     network = MQSMNet(input_channels=num_input_channels, num_classes=num_output_channels,
                       deep_supervision=deep_supervision, **kwargs)
     network.apply(MQSMNet.initialize)

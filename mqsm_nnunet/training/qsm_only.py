@@ -61,8 +61,7 @@ class mQSMTrainer_QSM(mQSMTrainer):
             raise RuntimeError("these plans do not record the QSM- channel (stock nnU-Net plans?): plan the dataset "
                                "with mqsm_plan_and_preprocess and train with -p mQSMPlans")
         defaults = {k: v for k, v in mQSMPlanner.mqsm_network_kwargs.items() if k in RECONSTRUCTION_ARCH_KEYS}
-        kwargs = {**defaults, **{k: given[k] for k in RECONSTRUCTION_ARCH_KEYS if k in given},
-                  **{k: v for k, v in cls.network_overrides.items() if k in RECONSTRUCTION_ARCH_KEYS}}
+        kwargs = {**defaults, **{k: given[k] for k in RECONSTRUCTION_ARCH_KEYS if k in given}}
         network = ReconstructionOnlyNet(num_input_channels, num_output_channels, **kwargs)
         network.apply(ReconstructionOnlyNet.initialize)
         return cls.in_memory_layout(network)

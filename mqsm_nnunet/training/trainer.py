@@ -119,10 +119,10 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        """Called by training and by nnU-Net's predictor alike (so stock prediction gets MQSMNet)."""
+        """Called by training and by nnU-Net's predictor alike (so stock prediction gets MQSMNet); the
+        plans alone decide the network (this variant's sizes were written into them at __init__)."""
         return cls.in_memory_layout(build_mqsm_network(configuration_manager, num_input_channels, num_output_channels,
-                                                       enable_deep_supervision, cls.network_overrides,
-                                                       cls.max_unet_features))
+                                                       enable_deep_supervision))
 
     @classmethod
     def in_memory_layout(cls, network: nn.Module) -> nn.Module:
