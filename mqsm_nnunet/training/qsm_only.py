@@ -81,16 +81,7 @@ class mQSMTrainer_QSM(mQSMTrainer):
         with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             qsm = self.network(data)
         rec = self.reconstruction_terms(qsm.float(), data, b0, dc_weights)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(rec["total"]).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            self._clip_per_task()
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            rec["total"].backward()
-            self._clip_per_task()
-            self.optimizer.step()
+        self.optimizer_step(rec["total"])
         terms = {f"loss_{k}" if k != "total" else "loss_rec": v.detach().cpu().numpy() for k, v in rec.items()}
         return {"loss": terms["loss_rec"], "loss_seg": np.float32(np.nan), **terms}
 

@@ -254,6 +254,13 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
         loss = (rec["total"] if train_reconstruction else self.mqsm_network.zero_reconstruction_gradient()) \
             + (loss_seg if train_segmentation else 0.0 * loss_seg)
 
+        self.optimizer_step(loss)
+        return {"loss": loss.detach().cpu().numpy(), "loss_seg": loss_seg.detach().cpu().numpy(),
+                **{f"loss_{k}" if k != "total" else "loss_rec": v.detach().cpu().numpy() for k, v in rec.items()}}
+
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        """Backward, per-task clipping and the optimizer step, through the AMP grad scaler on CUDA: the
+        one body every mQSM train step ends with."""
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -264,8 +271,6 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
             loss.backward()
             self._clip_per_task()
             self.optimizer.step()
-        return {"loss": loss.detach().cpu().numpy(), "loss_seg": loss_seg.detach().cpu().numpy(),
-                **{f"loss_{k}" if k != "total" else "loss_rec": v.detach().cpu().numpy() for k, v in rec.items()}}
 
     def _clip_per_task(self) -> None:
         """Clip each task's gradient norm on its own: one task's large gradients must not shrink the other's."""
