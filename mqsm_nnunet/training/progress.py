@@ -21,14 +21,18 @@ RECONSTRUCTION_LOG_KEYS = (
     "val_loss_rec",
     "val_loss_dc",
     "val_qsm_corr",        # Pearson r of QSM vs QSM- inside the mask, validation patches
+    "val_field_explained",  # 1 - L_DC on validation patches (mQSMTrainer_QSM's checkpoint-selection score)
 )
 
 
 class MQSMLocalLogger(LocalLogger):
-    """LocalLogger with the reconstruction keys registered and plotted."""
+    """LocalLogger with the reconstruction keys registered and plotted. `segments` is false for a
+    trainer without a segmentation (mQSMTrainer_QSM): nnU-Net's pseudo-Dice slot then carries the
+    field explained, and progress_mqsm.png does not call it a Dice."""
 
-    def __init__(self, verbose: bool = False):
+    def __init__(self, verbose: bool = False, segments: bool = True):
         super().__init__(verbose)
+        self.segments = segments
         for key in RECONSTRUCTION_LOG_KEYS:
             self.my_fantastic_logging[key] = []
 
@@ -58,7 +62,10 @@ class MQSMLocalLogger(LocalLogger):
         ax_loss.set_ylabel("loss")
         ax_loss.legend(loc="upper right")
         ax_quality.plot(epochs, log["val_qsm_corr"][:n], color="tab:purple", label="QSM vs QSM- r (val)")
-        ax_quality.plot(epochs, log["mean_fg_dice"][:n], color="tab:green", ls=":", label="pseudo Dice (val)")
+        ax_quality.plot(epochs, log["val_field_explained"][:n], color="tab:orange", ls="--",
+                        label="field explained, 1 - L_DC (val)")
+        if self.segments:
+            ax_quality.plot(epochs, log["mean_fg_dice"][:n], color="tab:green", ls=":", label="pseudo Dice (val)")
         ax_quality.set_ylim(-0.05, 1.05)
         ax_quality.set_xlabel("epoch")
         ax_quality.legend(loc="lower right")

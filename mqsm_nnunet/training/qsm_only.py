@@ -92,6 +92,8 @@ class mQSMTrainer_QSM(mQSMTrainer):
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         explained = 1.0 - self._mean_over_ranks([o["loss_dc"] for o in val_outputs])
+        # nnU-Net picks checkpoint_best by the EMA of this slot (its progress.png calls it pseudo Dice):
+        # with no segmentation it carries the field explained, logged under its own name too.
         self.logger.log("mean_fg_dice", explained, self.current_epoch)
         self.logger.log("dice_per_class_or_region", [explained], self.current_epoch)
         self.logger.log("val_losses", self._mean_over_ranks([o["loss"] for o in val_outputs]), self.current_epoch)

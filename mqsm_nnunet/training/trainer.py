@@ -107,7 +107,8 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
         # The plans copied into the results folder then describe this variant's network (architecture.py).
         plans = plans_describing_network(plans, configuration, self.network_overrides, self.max_unet_features)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.logger.local_logger = MQSMLocalLogger(self.logger.local_logger.verbose)
+        self.logger.local_logger = MQSMLocalLogger(self.logger.local_logger.verbose,
+                                                   segments=self.trains_segmentation)
         self.reconstruction_loss = ReconstructionLoss(morph_weight=self.morphology_weight)
         self.data_consistency_loss = DataConsistencyLoss(margin=self.data_consistency_margin)
         transpose = self.plans_manager.transpose_forward
@@ -311,8 +312,9 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
                         self.current_epoch)
         self.logger.log("val_qsm_corr", self._mean_over_ranks([o["qsm_corr"] for o in val_outputs]),
                         self.current_epoch)
-        self.logger.log("val_loss_dc", self._mean_over_ranks([o["loss_dc"] for o in val_outputs]),
-                        self.current_epoch)
+        loss_dc = self._mean_over_ranks([o["loss_dc"] for o in val_outputs])
+        self.logger.log("val_loss_dc", loss_dc, self.current_epoch)
+        self.logger.log("val_field_explained", 1.0 - loss_dc, self.current_epoch)
 
     def on_epoch_end(self):
         log = self.logger
