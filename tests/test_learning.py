@@ -124,20 +124,6 @@ def _spatial_transform(loader):
     return spatial[0]
 
 
-def test_b0_in_the_preprocessed_frame_follows_sitk_axis_order_and_transpose():
-    from mqsm_nnunet.training.geometry import b0_in_patch_frame, b0_in_preprocessed_frame, sampling_matrix
-
-    np.testing.assert_allclose(b0_in_preprocessed_frame((1, 0, 0), (0, 1, 2)), (0, 0, 1))
-    np.testing.assert_allclose(b0_in_preprocessed_frame((0, 0, 2), (2, 0, 1)), (0, 1, 0))  # new axis a = old axis t[a]
-    # A flip along axis 0 flips B0's component 0 (irrelevant for the kernel, but exact here).
-    coordinates = torch.stack(torch.meshgrid(*[torch.arange(1.0, n + 1) for n in (5, 6, 7)], indexing="ij"))
-    flipped = coordinates.flip(1)[None]
-    matrix = sampling_matrix(flipped)
-    torch.testing.assert_close(matrix[0], torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)))
-    b = b0_in_patch_frame(torch.tensor([[0.6, 0.0, 0.8]]), matrix, (1.0, 1.0, 1.0))
-    torch.testing.assert_close(b, torch.tensor([[-0.6, 0.0, 0.8]]))
-
-
 def _nrmse_on_case(trainer, case: str, cohort: Path) -> tuple[float, float]:
     """(NRMSE of the network's QSM, NRMSE of QSM-) against the true chi on the case's whole volume."""
     from mqsm_nnunet.metrics import nrmse
