@@ -3,33 +3,14 @@ import pytest
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
+from helpers import STOCK_3D
+
 from mqsm_nnunet.network import MQSMNet
 from mqsm_nnunet.training.architecture import build_mqsm_network, plans_describing_network
 from mqsm_nnunet.training.trainer import mQSMTrainer
 from mqsm_nnunet.training.variants import (mQSMTrainer_inputFusionMap, mQSMTrainer_SA, mQSMTrainer_tiny,
                                            mQSMTrainer_tiny_inputFusionMap, mQSMTrainer_UNet)
 
-STAGES = 4
-STOCK_3D = {
-    "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-    "patch_size": [16, 32, 32], "median_image_size_in_voxels": [16, 32, 32], "spacing": [3.0, 3.0, 3.0],
-    "normalization_schemes": ["ZScoreNormalization"] + ["NoNormalization"] * 3,
-    "use_mask_for_norm": [False] * 4, "resampling_fn_data": "resample_data_or_seg_to_shape",
-    "resampling_fn_seg": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": {},
-    "resampling_fn_seg_kwargs": {}, "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-    "resampling_fn_probabilities_kwargs": {}, "batch_dice": False,
-    "architecture": {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": STAGES, "features_per_stage": [32, 64, 128, 256],
-            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
-            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], "n_conv_per_stage": [2, 2, 2, 2],
-            "n_conv_per_stage_decoder": [2, 2, 2], "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
-            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True}},
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
-}
 
 
 def _configuration(**arch_changes) -> ConfigurationManager:

@@ -66,14 +66,9 @@ def cohort(phantom, tmp_path) -> Path:
 
 
 @pytest.fixture
-def nnunet(tmp_path, monkeypatch) -> Path:
-    """nnU-Net's three folders under tmp_path/nnunet (set in this process; subprocesses inherit them)."""
-    root = tmp_path / "nnunet"
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(name, str(root / name))
-    for name in ("nnUNet_n_proc_DA", "nnUNet_def_n_proc"):
-        monkeypatch.delenv(name, raising=False)
-    return root
+def nnunet(nnunet_folders) -> Path:
+    """nnU-Net's three folders in this process (conftest.py); subprocesses inherit them."""
+    return nnunet_folders
 
 
 @pytest.fixture

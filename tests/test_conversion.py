@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from mqsm_nnunet.cli.convert import main
-from mqsm_nnunet import conversion, phantom, physics
+from mqsm_nnunet import conversion, physics
 from mqsm_nnunet.cli import phantom as phantom_cli
 from mqsm_nnunet.io.nifti import read_volume, write_volume
 
@@ -50,11 +50,9 @@ def cohort(axial_phantom, tmp_path) -> Path:
 
 
 @pytest.fixture
-def raw(tmp_path, monkeypatch) -> Path:
-    """nnU-Net's three folders under tmp_path (read from the environment, as nnU-Net 2.8.1 does lazily)."""
-    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(variable, str(tmp_path / variable))
-    return tmp_path / "nnUNet_raw"
+def raw(nnunet_folders) -> Path:
+    """$nnUNet_raw of the private nnU-Net installation in this process (conftest.py)."""
+    return nnunet_folders / "nnUNet_raw"
 
 
 @pytest.fixture

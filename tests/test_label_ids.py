@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import NNUNET_FOLDERS, run_cli, subprocess_env
 
 from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import LABELS as PHANTOM_LABELS
@@ -26,8 +25,6 @@ from mqsm_nnunet.training.short_training import ShortTraining, write_short_train
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
 DATASET_ID, DATASET = 503, "Dataset503_Aseg"
 TRAINER, PLANS, CONFIG = "mQSMTrainer_tiny_inputFusionMap", "mQSMPlans", "3d_fullres"
 N_SUBJECTS, HELD_OUT = 6, "sub-006"
@@ -48,13 +45,6 @@ USER_LABELS = {"Unknown": 0, **{name: label for name, (label, _) in FREESURFER.i
 LARGE = ("Left-Cerebral-White-Matter", "Left-Cerebral-Cortex")
 """Found after 120-150 iterations (held-out Dice 0.82 and 0.65 in one run; brain stem 0.67 in that run
 and 0 in another: not yet reliably, nor the thin CSF and the small nuclei)."""
-
-
-def run_cli(args: list[str], env: dict, expect: int = 0) -> str:
-    result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=900)
-    output = result.stdout + result.stderr
-    assert result.returncode == expect, f"{' '.join(args)} exited with {result.returncode}:\n{output[-6000:]}"
-    return output
 
 
 def aseg_like(phantom_labels: np.ndarray) -> np.ndarray:
@@ -83,10 +73,8 @@ class Study:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Study:
     root = tmp_path_factory.mktemp("label_ids")
-    folders = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    env = {**os.environ, **{k: str(v) for k, v in folders.items()}, "nnUNet_extTrainer": str(REPO / "trainers"),
-           "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1"}
-    env.pop("nnUNet_compile", None)
+    env = subprocess_env(root)
+    folders = {name: root / name for name in NNUNET_FOLDERS}
     cohort = root / "cohort"
     run_cli(["mqsm_phantom", "-o", str(cohort), "-n", str(N_SUBJECTS), "--shape", "32", "32", "24",
              "--voxel-size", "6", "6", "6", "--quiet"], env)

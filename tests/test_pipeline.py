@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +19,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from helpers import NNUNET_FOLDERS, run_cli, subprocess_env
+
 from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
 DATASET_ID = 501
 DATASET = "Dataset501_Phantom"
 TRAINER, PLANS, CONFIG = "mQSMTrainer_tiny", "mQSMPlans", "3d_fullres"
@@ -61,26 +58,11 @@ class Pipeline:
         return {**self.env, **changes}
 
 
-def run_cli(args: list[str], env: dict, timeout: int = 600) -> str:
-    """Run a console script of the venv; return its stdout + stderr, fail with its tail."""
-    result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True,
-                            timeout=timeout, cwd=env["nnUNet_results"])
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(args)} exited with {result.returncode}:\n{output[-6000:]}"
-    return output
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Pipeline:
     root = tmp_path_factory.mktemp("mqsm_pipeline")
-    folders = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for folder in folders.values():
-        folder.mkdir()
-    env = {**os.environ, **{k: str(v) for k, v in folders.items()},
-           "nnUNet_extTrainer": str(REPO / "trainers"),
-           "nnUNet_n_proc_DA": "1",      # data augmentation workers
-           "nnUNet_def_n_proc": "1"}     # validation export / metric pools (default 8 spawned workers)
-    env.pop("nnUNet_compile", None)
+    env = subprocess_env(root)
+    folders = {name: root / name for name in NNUNET_FOLDERS}
     cohort = root / "cohort"
     run_cli(["mqsm_phantom", "-o", str(cohort), "-n", str(N_SUBJECTS), "--shape", "32", "32", "24",
              "--voxel-size", "6", "6", "6", "--quiet"], env)

@@ -4,7 +4,7 @@ import copy
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from test_architecture import STOCK_3D
+from helpers import STOCK_3D
 
 from mqsm_nnunet.predict.predictor import mQSMPredictor
 from mqsm_nnunet.training.variants import mQSMTrainer_tiny

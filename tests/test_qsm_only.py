@@ -9,7 +9,6 @@ and trains one model on each (1 epoch x 2 iterations). The tests without nnU-Net
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from test_pipeline import run_cli
+from helpers import subprocess_env, run_cli
 
 from mqsm_nnunet.conversion.b0 import b0_direction
 from mqsm_nnunet.io.dataset_metadata import MQSMChannels, QSM_ONLY_CHANNELS, channel_names
@@ -112,12 +111,7 @@ def models(tmp_path_factory) -> Models:
     extra = root / "user_trainers"
     extra.mkdir()
     (extra / "user_short.py").write_text(SHORT_TRAINER)
-    env = {**os.environ, "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
-           "nnUNet_results": str(root / "res"), "nnUNet_extTrainer": f"{REPO / 'trainers'}{os.pathsep}{extra}",
-           "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1"}
-    env.pop("nnUNet_compile", None)
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        Path(env[key]).mkdir()
+    env = subprocess_env(root, [extra])
     cohort, fields = root / "cohort", root / "fields"
     run_cli(["mqsm_phantom", "-o", str(cohort), "-n", "5", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6",
           "--b0-dir", *B0_DIR, "--seed", "3", "--quiet"], env)
@@ -130,7 +124,7 @@ def models(tmp_path_factory) -> Models:
     run_cli(["mqsm_convert", "-i", str(fields), "-d", str(FIELDS_ID), "-n", "Fields", "--qsm-only", "-np", "1"], env)
     run_cli(["mqsm_plan_and_preprocess", "-d", str(FULL_ID), str(FIELDS_ID), "-np", "1", "--no_pbar"], env)
     for dataset in (f"Dataset{FULL_ID}_Full", f"Dataset{FIELDS_ID}_Fields"):
-        write_short_training(root / "pre" / dataset / "mQSMPlans.json", ShortTraining(1, 2))
+        write_short_training(root / "nnUNet_preprocessed" / dataset / "mQSMPlans.json", ShortTraining(1, 2))
     run_cli(["nnUNetv2_train", str(FULL_ID), "3d_fullres", "0", "-tr", "mQSMTrainer_tiny", "-p", "mQSMPlans",
           "-device", "cpu"], env)
     run_cli(["nnUNetv2_train", str(FIELDS_ID), "3d_fullres", "0", "-tr", "mQSMTrainer_QSM_tiny", "-p", "mQSMPlans",

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mqsm_nnunet import analysis as iron
 from mqsm_nnunet.cli import iron as iron_cli
 from mqsm_nnunet.analysis.table2 import TABLE2_FILES, region_group, run_table2
 from mqsm_nnunet.figures import difference_plot

@@ -1,0 +1,61 @@
+"""What several test modules share (no tests here): running the venv's commands in a subprocess, the
+environment of a private nnU-Net installation for them, and a stock nnU-Net 3d_fullres configuration."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+def subprocess_env(root: Path, extra_trainer_folders: Sequence[Path] = ()) -> dict:
+    """os.environ plus nnU-Net's three folders (created) under `root`, our trainers (and any
+    `extra_trainer_folders`) for nnU-Net's lookup, one worker per pool and no torch.compile: what a
+    subprocess running the real commands on a small CPU needs."""
+    folders = {name: root / name for name in NNUNET_FOLDERS}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **{k: str(v) for k, v in folders.items()},
+           "nnUNet_extTrainer": os.pathsep.join(map(str, [REPO / "trainers", *extra_trainer_folders])),
+           "nnUNet_n_proc_DA": "1",      # data augmentation workers
+           "nnUNet_def_n_proc": "1"}     # validation export / metric pools (default 8 spawned workers)
+    env.pop("nnUNet_compile", None)
+    return env
+
+
+def run_cli(args: list[str], env: dict, timeout: int = 900, expect: int = 0) -> str:
+    """Run a console script of the venv; return its stdout + stderr, fail with its tail unless it
+    exits with `expect`."""
+    result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True,
+                            timeout=timeout, cwd=env["nnUNet_results"])
+    output = result.stdout + result.stderr
+    assert result.returncode == expect, f"{' '.join(args)} exited with {result.returncode}:\n{output[-6000:]}"
+    return output
+
+
+STAGES = 4
+STOCK_3D = {
+    "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+    "patch_size": [16, 32, 32], "median_image_size_in_voxels": [16, 32, 32], "spacing": [3.0, 3.0, 3.0],
+    "normalization_schemes": ["ZScoreNormalization"] + ["NoNormalization"] * 3,
+    "use_mask_for_norm": [False] * 4, "resampling_fn_data": "resample_data_or_seg_to_shape",
+    "resampling_fn_seg": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": {},
+    "resampling_fn_seg_kwargs": {}, "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+    "resampling_fn_probabilities_kwargs": {}, "batch_dice": False,
+    "architecture": {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": STAGES, "features_per_stage": [32, 64, 128, 256],
+            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], "n_conv_per_stage": [2, 2, 2, 2],
+            "n_conv_per_stage_decoder": [2, 2, 2], "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}},
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
+}
