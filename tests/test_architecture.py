@@ -20,6 +20,14 @@ def _configuration(**arch_changes) -> ConfigurationManager:
     return ConfigurationManager(config)
 
 
+def _built_by(trainer) -> MQSMNet:
+    """The network `trainer` trains: built from the plans it describes its sizes in (as at __init__)."""
+    described = plans_describing_network({"configurations": {"3d_fullres": STOCK_3D}}, "3d_fullres",
+                                         trainer.network_overrides, trainer.max_unet_features)
+    return trainer.build_network_architecture(None, ConfigurationManager(described["configurations"]["3d_fullres"]),
+                                              4, 3, False)
+
+
 def _forward(network: MQSMNet) -> torch.Tensor:
     network.eval()
     with torch.no_grad():
@@ -48,18 +56,18 @@ def test_stock_residual_encoder_plans_map_blocks_to_convs():
 
 
 def test_variant_overrides_reach_the_network():
-    tiny = mQSMTrainer_tiny.build_network_architecture(None, _configuration(), 4, 3, False)
+    tiny = _built_by(mQSMTrainer_tiny)
     assert tiny.recon.width == 8 and tiny.recon.n_blocks == 2
     assert [conv.dilation[0] for block in tiny.recon.blocks for conv in (block.conv1, block.conv2)] == [1, 2, 4, 8]
     assert tiny.encoder.output_channels[0] == 16 and max(tiny.encoder.output_channels) <= 32
-    assert mQSMTrainer_UNet.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "none"
-    assert mQSMTrainer_SA.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "sa"
-    assert mQSMTrainer.build_network_architecture(None, _configuration(), 4, 3, False).fusion == "mtrans"
+    assert _built_by(mQSMTrainer_UNet).fusion == "none"
+    assert _built_by(mQSMTrainer_SA).fusion == "sa"
+    assert _built_by(mQSMTrainer).fusion == "mtrans"
 
 
 def test_one_stream_trainer_keeps_the_full_size_and_its_tiny_form_the_short_one():
-    full = mQSMTrainer_inputFusionMap.build_network_architecture(None, _configuration(), 4, 3, False)
-    tiny = mQSMTrainer_tiny_inputFusionMap.build_network_architecture(None, _configuration(), 4, 3, False)
+    full = _built_by(mQSMTrainer_inputFusionMap)
+    tiny = _built_by(mQSMTrainer_tiny_inputFusionMap)
     for network in (full, tiny):
         assert network.fusion == "input" and network.qsm_stream_input == "map"
         assert _forward(network).shape == (1, 3, 16, 32, 32)
