@@ -28,6 +28,23 @@ def subprocess_env(root: Path, extra_trainer_folders: Sequence[Path] = ()) -> di
     return env
 
 
+TINY_GRID = ("--shape", "32", "32", "24", "--voxel-size", "6", "6", "6")
+"""The phantom grid of the end-to-end tests: 32 x 32 x 24 voxels of 6 mm (a training step in well
+under a second on 2 cores)."""
+
+
+def tiny_phantom(cohort: Path, subjects: int, env: dict, *extra: str) -> Path:
+    """`mqsm_phantom` on the tiny grid (`extra`: more of its flags); returns the cohort folder."""
+    run_cli(["mqsm_phantom", "-o", str(cohort), "-n", str(subjects), *TINY_GRID, "--quiet", *extra], env)
+    return cohort
+
+
+def convert_and_plan(cohort: Path, dataset_id: int, name: str, env: dict, *convert_flags: str) -> None:
+    """`mqsm_convert` then `mqsm_plan_and_preprocess`, one process each, as a user runs them."""
+    run_cli(["mqsm_convert", "-i", str(cohort), "-d", str(dataset_id), "-n", name, "-np", "1", *convert_flags], env)
+    run_cli(["mqsm_plan_and_preprocess", "-d", str(dataset_id), "-np", "1", "--no_pbar"], env)
+
+
 def run_cli(args: list[str], env: dict, timeout: int = 900, expect: int = 0) -> str:
     """Run a console script of the venv; return its stdout + stderr, fail with its tail unless it
     exits with `expect`."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import NNUNET_FOLDERS, run_cli, subprocess_env
+from helpers import NNUNET_FOLDERS, run_cli, subprocess_env, tiny_phantom
 
 from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import LABELS as PHANTOM_LABELS
@@ -75,15 +75,13 @@ def study(tmp_path_factory) -> Study:
     root = tmp_path_factory.mktemp("label_ids")
     env = subprocess_env(root)
     folders = {name: root / name for name in NNUNET_FOLDERS}
-    cohort = root / "cohort"
-    run_cli(["mqsm_phantom", "-o", str(cohort), "-n", str(N_SUBJECTS), "--shape", "32", "32", "24",
-             "--voxel-size", "6", "6", "6", "--quiet"], env)
+    cohort = tiny_phantom(root / "cohort", N_SUBJECTS, env)
     for subject in sorted(p for p in cohort.iterdir() if p.is_dir()):
         volume = read_volume(subject / "labels.nii.gz", dtype=None)
         write_volume(subject / "labels.nii.gz", aseg_like(volume.data.astype(np.int64)), volume.affine, np.uint8)
     (cohort / "labels.json").write_text(json.dumps(USER_LABELS))
     converted = run_cli(["mqsm_convert", "-i", str(cohort), "-d", str(DATASET_ID), "-n", "Aseg", "-np", "1",
-                         "--test-subjects", HELD_OUT], env)
+                         "--test-subjects", HELD_OUT], env)   # its warnings are checked below
     run_cli(["mqsm_plan_and_preprocess", "-d", str(DATASET_ID), "-np", "1", "--no_pbar"], env)
     write_short_training(folders["nnUNet_preprocessed"] / DATASET / f"{PLANS}.json", ShortTraining(EPOCHS, ITERATIONS))
     run_cli(["nnUNetv2_train", str(DATASET_ID), CONFIG, "all", "-tr", TRAINER, "-p", PLANS, "-device", "cpu"], env)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from helpers import NNUNET_FOLDERS, run_cli, subprocess_env
+from helpers import NNUNET_FOLDERS, convert_and_plan, run_cli, subprocess_env, tiny_phantom
 
 from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
 
@@ -63,12 +63,9 @@ def pipeline(tmp_path_factory) -> Pipeline:
     root = tmp_path_factory.mktemp("mqsm_pipeline")
     env = subprocess_env(root)
     folders = {name: root / name for name in NNUNET_FOLDERS}
-    cohort = root / "cohort"
-    run_cli(["mqsm_phantom", "-o", str(cohort), "-n", str(N_SUBJECTS), "--shape", "32", "32", "24",
-             "--voxel-size", "6", "6", "6", "--quiet"], env)
+    cohort = tiny_phantom(root / "cohort", N_SUBJECTS, env)
     (cohort / TEST_CASE / "labels.nii.gz").unlink()
-    run_cli(["mqsm_convert", "-i", str(cohort), "-d", str(DATASET_ID), "-n", "Phantom", "-np", "1"], env)
-    run_cli(["mqsm_plan_and_preprocess", "-d", str(DATASET_ID), "-np", "1", "--no_pbar"], env)
+    convert_and_plan(cohort, DATASET_ID, "Phantom", env)
     write_short_training(folders["nnUNet_preprocessed"] / DATASET / f"{PLANS}.json", ShortTraining(EPOCHS, 2))
     output = run_cli(["nnUNetv2_train", str(DATASET_ID), CONFIG, "0", "-tr", TRAINER, "-p", PLANS,
                       "-device", "cpu"], env)

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from helpers import subprocess_env, run_cli
+from helpers import run_cli, subprocess_env, tiny_phantom
 
 from mqsm_nnunet.conversion.b0 import b0_direction
 from mqsm_nnunet.io.dataset_metadata import MQSMChannels, QSM_ONLY_CHANNELS, channel_names
@@ -113,8 +113,7 @@ def models(tmp_path_factory) -> Models:
     (extra / "user_short.py").write_text(SHORT_TRAINER)
     env = subprocess_env(root, [extra])
     cohort, fields = root / "cohort", root / "fields"
-    run_cli(["mqsm_phantom", "-o", str(cohort), "-n", "5", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6",
-          "--b0-dir", *B0_DIR, "--seed", "3", "--quiet"], env)
+    tiny_phantom(cohort, 5, env, "--b0-dir", *B0_DIR, "--seed", "3")
     for subject in sorted(cohort.glob("sub-*")):
         (fields / subject.name).mkdir(parents=True)
         for name in ("field.nii.gz", "mask.nii.gz"):
