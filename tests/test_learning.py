@@ -9,51 +9,36 @@ like the network's own QSM would). The trainer is built in this process from tha
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli, subprocess_env, tiny_phantom
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
 B0_DIR = (0.0, 0.42, 0.91)          # about 25 degrees oblique
-SHAPE, VOXEL = ("32", "32", "24"), ("6", "6", "6")
 N_SUBJECTS = 5
 NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_def_n_proc")
-
-
-def _run(args: list[str], env: dict) -> None:
-    result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{args} failed:\n{(result.stdout + result.stderr)[-4000:]}"
 
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     """(env, id of the real dataset, id of the dataset with the true chi in the QSM- channel)."""
     root = tmp_path_factory.mktemp("learning")
-    env = {**os.environ, "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
-           "nnUNet_results": str(root / "res"), "nnUNet_extTrainer": str(REPO / "trainers"),
-           "nnUNet_def_n_proc": "1"}
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        Path(env[key]).mkdir()
-    cohort = root / "cohort"
-    _run(["mqsm_phantom", "-o", str(cohort), "-n", str(N_SUBJECTS), "--shape", *SHAPE, "--voxel-size", *VOXEL,
-          "--b0-dir", *map(str, B0_DIR), "--noise", "0", "--supersampling", "1", "--seed", "41", "--quiet"], env)
+    env = subprocess_env(root)
+    cohort = tiny_phantom(root / "cohort", N_SUBJECTS, env, "--b0-dir", *map(str, B0_DIR), "--noise", "0",
+                          "--supersampling", "1", "--seed", "41")
     for dataset_id, name in ((771, "Learn"), (772, "Truth")):
-        _run(["mqsm_convert", "-i", str(cohort), "-d", str(dataset_id), "-n", name, "-np", "1"], env)
-    truth_raw = root / "raw" / "Dataset772_Truth"
+        run_cli(["mqsm_convert", "-i", str(cohort), "-d", str(dataset_id), "-n", name, "-np", "1"], env)
+    truth_raw = root / "nnUNet_raw" / "Dataset772_Truth"
     channels = json.loads((truth_raw / "dataset.json").read_text())["mqsm"]["channels"]
     for case in sorted(p.name for p in cohort.glob("sub-*")):
         target = truth_raw / "imagesTr" / f"{case}_{channels['qsm_minus']:04d}.nii.gz"
         target.write_bytes((cohort / case / "chi.nii.gz").read_bytes())   # same grid and affine as the field
     for dataset_id in (771, 772):
-        _run(["mqsm_plan_and_preprocess", "-d", str(dataset_id), "-np", "1", "--no_pbar"], env)
+        run_cli(["mqsm_plan_and_preprocess", "-d", str(dataset_id), "-np", "1", "--no_pbar"], env)
     return env, cohort
 
 

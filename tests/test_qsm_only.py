@@ -25,7 +25,6 @@ from mqsm_nnunet.predict.staging import check_channel_files
 from mqsm_nnunet.io.nifti import write_volume
 from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
 
-REPO = Path(__file__).resolve().parents[1]
 FULL_ID, FIELDS_ID = 711, 712
 FULL, FIELDS = "Dataset711_Full", "Dataset712_Fields"
 B0_DIR = ("0.3", "0", "1")                      # oblique: the affine is rotated
