@@ -84,7 +84,7 @@ def test_writable_folder_refuses_a_file_in_the_way(tmp_path):
     assert writable_folder(tmp_path / "a" / "b") == (tmp_path / "a" / "b").absolute()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere; tests/test_bad_input.py locks a folder")
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere; tests/cli/test_bad_input.py locks a folder")
 def test_writable_folder_refuses_a_read_only_parent(tmp_path):
     tmp_path.chmod(0o555)
     try:
