@@ -250,8 +250,8 @@ def classical_baselines(cohort: Path, cases: list[str], out: Path) -> dict[str, 
     for case in cases:
         field = read_volume(cohort / case / "field.nii.gz")
         mask = read_volume(cohort / case / "mask.nii.gz").data > 0
-        b0, _ = b0_direction(cohort / case / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
-        for method, chi in run_baselines(field.data, field.voxel_size, b0, mask).items():
+        b0_dir, _ = b0_direction(cohort / case / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
+        for method, chi in run_baselines(field.data, field.voxel_size, b0_dir, mask).items():
             path = write_volume(out / "baselines" / method / f"{case}_qsm.nii.gz", chi * mask, field.affine,
                                 np.float32)
             files.setdefault(method, {})[case] = path

@@ -92,8 +92,8 @@ def run_one(name: str, subject: Path, result: Path, module: str | None) -> None:
     field = read_volume(subject / "field.nii.gz")
     mask = read_volume(subject / "mask.nii.gz", dtype=None).data > 0
     start = time.perf_counter()
-    b0, _ = b0_direction(subject / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
-    chi = getattr(baselines, name)(field.data, field.voxel_size, b0, mask)
+    b0_dir, _ = b0_direction(subject / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
+    chi = getattr(baselines, name)(field.data, field.voxel_size, b0_dir, mask)
     print(f"inversion_seconds {time.perf_counter() - start:.2f}")
     np.save(result, chi.astype(np.float32))
 
@@ -181,9 +181,9 @@ def cohort(args: argparse.Namespace) -> dict:
         field = read_volume(subject / "field.nii.gz")
         chi = read_volume(subject / "chi.nii.gz").data
         mask = read_volume(subject / "mask.nii.gz", dtype=None).data > 0
-        b0, _ = b0_direction(subject / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
+        b0_dir, _ = b0_direction(subject / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
         maps = {"mQSMTrainer_QSM_tiny": read_volume(pred / f"{subject.name}_qsm.nii.gz").data,
-                **baselines.run_baselines(field.data, field.voxel_size, b0, mask, methods[1:])}
+                **baselines.run_baselines(field.data, field.voxel_size, b0_dir, mask, methods[1:])}
         for method in methods:
             scores[method][subject.name] = nrmse(maps[method], chi, mask)
     plans = json.loads((folders["nnUNet_preprocessed"] / f"Dataset{args.dataset:03d}_Fields" / "mQSMPlans.json")

@@ -198,8 +198,8 @@ def _run_baselines(cohort: Path, cases: list[str], out_dir: Path) -> dict[str, d
     for case in cases:
         field = read_volume(cohort / case / "field.nii.gz")
         mask = read_volume(cohort / case / "mask.nii.gz").data > 0
-        b0, _ = b0_direction(cohort / case / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
-        maps = run_baselines(field.data, field.voxel_size, b0, mask)
+        b0_dir, _ = b0_direction(cohort / case / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
+        maps = run_baselines(field.data, field.voxel_size, b0_dir, mask)
         for method, chi in maps.items():
             path = write_volume(out_dir / method / f"{case}_qsm.nii.gz", chi * mask, field.affine, np.float32)
             files.setdefault(method, {})[case] = path

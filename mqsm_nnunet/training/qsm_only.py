@@ -6,7 +6,7 @@ computed from the network's own inputs. So a cohort's field maps are enough to t
 (`mqsm_convert --qsm-only` writes such a dataset; a full mQSM dataset trains too), and the model
 then reconstructs the same or new field maps with `mqsm_predict` (docs/qsm_only.md).
 
-Reused from mQSMTrainer unchanged: the B0 direction per patch (`patch_b0`, through nnU-Net's
+Reused from mQSMTrainer unchanged: the B0 direction per patch (`patch_b0_dir`, through nnU-Net's
 transpose and the augmentation), the loss terms (`reconstruction_terms`), the physical-channel-safe
 augmentation, the per-task learning-rate schedule (one task here), the gradient clipping and the
 validation QSM export (`validation_qsm/`). What differs:
@@ -76,11 +76,11 @@ class mQSMTrainer_QSM(mQSMTrainer):
     # ---------------------------------------------------------------------------------- training
     def train_step(self, batch: dict) -> dict:
         data, coordinates = self.batch_images(batch)
-        b0, dc_weights = self.patch_b0(batch["keys"], coordinates)
+        b0_dir, dc_weights = self.patch_b0_dir(batch["keys"], coordinates)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             qsm = self.network(data)
-        rec = self.reconstruction_terms(qsm.float(), data, b0, dc_weights)
+        rec = self.reconstruction_terms(qsm.float(), data, b0_dir, dc_weights)
         self.optimizer_step(rec["total"])
         terms = {f"loss_{k}" if k != "total" else "loss_rec": v.detach().cpu().numpy() for k, v in rec.items()}
         return {"loss": terms["loss_rec"], "loss_seg": np.float32(np.nan), **terms}

@@ -112,7 +112,7 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
         self.reconstruction_loss = ReconstructionLoss(morph_weight=self.morphology_weight)
         self.data_consistency_loss = DataConsistencyLoss(margin=self.data_consistency_margin)
         transpose = self.plans_manager.transpose_forward
-        self.case_b0 = {case: b0_in_preprocessed_frame(b, transpose)
+        self.case_b0_dir = {case: b0_in_preprocessed_frame(b, transpose)
                         for case, b in dataset_json["mqsm"].get("b0_direction", {}).items()}
 
     # ----------------------------------------------------------------------------------- network
@@ -208,30 +208,30 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
         return (data[:, c.qsm_minus:c.qsm_minus + 1], data[:, c.field:c.field + 1],
                 data[:, c.mask:c.mask + 1] > 0.5)
 
-    def patch_b0(self, keys, coordinates: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def patch_b0_dir(self, keys, coordinates: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B0 per sample in the patch's voxel frame (B, 3), data-consistency weight per sample (B,)).
 
         coordinates None: unaugmented patches (validation). With `data_consistency_on_resampled`
         False, rotated or scaled patches get weight 0 (see `geometry.is_exact_regrid`): the term is
         computed on the patches whose geometry is exact, flips included.
         """
-        missing = [k for k in keys if k not in self.case_b0]
+        missing = [k for k in keys if k not in self.case_b0_dir]
         if missing:
             raise RuntimeError(f"dataset.json 'mqsm.b0_direction' has no entry for {missing}: re-run mqsm_convert")
-        source = torch.from_numpy(np.stack([self.case_b0[k] for k in keys]))
+        source = torch.from_numpy(np.stack([self.case_b0_dir[k] for k in keys]))
         if coordinates is None:
             return source.float(), torch.ones(len(keys))
         matrix = sampling_matrix(coordinates.cpu())
-        b0 = b0_in_patch_frame(source, matrix, self.configuration_manager.spacing)
+        b0_dir = b0_in_patch_frame(source, matrix, self.configuration_manager.spacing)
         weights = torch.ones(len(keys)) if self.data_consistency_on_resampled else is_exact_regrid(matrix).float()
-        return b0, weights
+        return b0_dir, weights
 
-    def reconstruction_terms(self, qsm: torch.Tensor, data: torch.Tensor, b0: torch.Tensor,
+    def reconstruction_terms(self, qsm: torch.Tensor, data: torch.Tensor, b0_dir: torch.Tensor,
                              dc_weights: torch.Tensor) -> dict:
         """Eq. 5 (L_C, L_M) and the data-consistency term L_DC of one batch; total = L_rec + w L_DC."""
         qsm_minus, field, mask = self._split_physical(data)
         rec = self.reconstruction_loss(qsm, qsm_minus, field, mask)
-        dc = self.data_consistency_loss(qsm, field, mask, b0.to(qsm.device), self.configuration_manager.spacing,
+        dc = self.data_consistency_loss(qsm, field, mask, b0_dir.to(qsm.device), self.configuration_manager.spacing,
                                         dc_weights)
         return {"total": rec.total + self.data_consistency_weight * dc, "c": rec.consistency,
                 "m": rec.morphology, "dc": dc}
@@ -243,13 +243,13 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
             else target.to(self.device, non_blocking=True)
         train_segmentation = not self.segmentation_frozen(self.current_epoch)
         train_reconstruction = not self.reconstruction_frozen(self.current_epoch)
-        b0, dc_weights = self.patch_b0(batch["keys"], coordinates)
+        b0_dir, dc_weights = self.patch_b0_dir(batch["keys"], coordinates)
 
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             segmentation, qsm = self.network(data, with_qsm=True, reconstruction_grad=train_reconstruction)
             loss_seg = self.loss(segmentation, target)
-        rec = self.reconstruction_terms(qsm.float(), data, b0, dc_weights)
+        rec = self.reconstruction_terms(qsm.float(), data, b0_dir, dc_weights)
         # A frozen task still hands every parameter a (zero) gradient, as DDP requires; the frozen
         # reconstruction net is not even back-propagated (its forward ran without autograd).
         loss = (rec["total"] if train_reconstruction else self.mqsm_network.zero_reconstruction_gradient()) \
@@ -298,7 +298,7 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
         data, _ = self.batch_images(batch, augmented=False)
         with torch.no_grad():
             qsm = self.mqsm_network.reconstruct(data).float()
-            rec = self.reconstruction_terms(qsm, data, *self.patch_b0(batch["keys"], None))
+            rec = self.reconstruction_terms(qsm, data, *self.patch_b0_dir(batch["keys"], None))
         qsm_minus, _, mask = self._split_physical(data)
         return {"loss_rec": rec["total"].cpu().numpy(), "loss_dc": rec["dc"].cpu().numpy(),
                 "qsm_corr": _masked_correlation(qsm, qsm_minus, mask)}

@@ -83,15 +83,15 @@ def test_true_chi_explains_the_augmented_field_only_with_the_b0_the_loss_uses(nn
             data = batch["data"]
             data, coordinates = data[:, :-N_COORDINATE_CHANNELS], data[:, -N_COORDINATE_CHANNELS:]
             chi, field, mask = trainer._split_physical(data)   # this dataset carries the true chi as "QSM-"
-            b0, weights = trainer.patch_b0(batch["keys"], coordinates)
+            b0_dir, weights = trainer.patch_b0_dir(batch["keys"], coordinates)
             assert weights.tolist() == [1.0 if mode == "exact" else 0.0] * len(weights)
-            source, _ = trainer.patch_b0(batch["keys"], None)
+            source, _ = trainer.patch_b0_dir(batch["keys"], None)
             other = torch.linalg.cross(source, torch.tensor([[1.0, 0.0, 0.0]]).expand_as(source))
-            for i in range(len(b0)):
+            for i in range(len(b0_dir)):
                 one = (chi[i:i + 1], field[i:i + 1], mask[i:i + 1])
                 misfits.setdefault(mode, []).append(
                     [float(loss(*one, direction[i:i + 1], spacing)) for direction in
-                     (b0, source, other / other.norm(dim=1, keepdim=True))])
+                     (b0_dir, source, other / other.norm(dim=1, keepdim=True))])
     exact, resampled = np.array(misfits["exact"]), np.array(misfits["resampled"])
     # Relative squared misfit: 0 = the field explained exactly, 1 = not at all (QSM = 0).
     assert exact[:, 0].max() < 0.02, exact
