@@ -67,7 +67,7 @@ class Study:
     convert_output: str
 
     def run(self, *args: str, expect: int = 0) -> str:
-        return run_cli(list(args), self.env, expect)
+        return run_cli(list(args), self.env, expect=expect)
 
 
 @pytest.fixture(scope="module")
