@@ -52,12 +52,12 @@ class Steps:
 
 def demo_environment(out: Path) -> dict:
     """nnU-Net folders inside OUT, our trainers folder, one worker per pool."""
-    import trainers
+    from mqsm_nnunet.io.nnunet_datasets import trainer_folders
 
     env = dict(os.environ)
     env.update({"nnUNet_raw": str(out / "nnUNet_raw"), "nnUNet_preprocessed": str(out / "nnUNet_preprocessed"),
                 "nnUNet_results": str(out / "nnUNet_results"),
-                "nnUNet_extTrainer": str(Path(trainers.__file__).parent),
+                "nnUNet_extTrainer": trainer_folders(),
                 "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "1"), "nnUNet_compile": "false",
                 "nnUNet_def_n_proc": env.get("nnUNet_def_n_proc", "1")})
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):

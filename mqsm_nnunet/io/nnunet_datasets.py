@@ -1,5 +1,6 @@
 """nnU-Net's dataset folders as our commands meet them: `$nnUNet_raw`, `DatasetXXX_NAME` names,
-the dataset-ID lookup, and the environment variables nnU-Net reads as process counts.
+the dataset-ID lookup, the environment variables nnU-Net reads as process counts, and the folder
+its trainer lookup needs (`nnUNet_extTrainer`).
 
 nnU-Net answers an unknown ID or a bad `nnUNet_n_proc_DA` with a traceback deep inside its code;
 our commands check these first, here, and say the cause and the fix in one line.
@@ -17,6 +18,25 @@ PROCESS_COUNT_VARIABLES = ("nnUNet_n_proc_DA", "nnUNet_def_n_proc")
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 NNUNET_FOLDS = 5
 """nnU-Net's default cross-validation folds; fewer training cases cannot fill them."""
+
+
+def trainer_folders() -> str:
+    """What `nnUNet_extTrainer` must hold for nnU-Net to find our trainers: the user's setting, else
+    the `trainers/` folder of this checkout (the README installs the package editable from it; the
+    folder is not installed as a package, so that no generic top-level `trainers` name lands in
+    site-packages).
+
+    Raises:
+        FileNotFoundError: neither is there, with the fix.
+    """
+    given = os.environ.get("nnUNet_extTrainer")
+    if given:
+        return given
+    folder = Path(__file__).resolve().parents[2] / "trainers"
+    if not (folder / "mqsm_trainers.py").is_file():
+        raise FileNotFoundError(f"{folder}: no trainers folder here (a non-editable install?); export "
+                                "nnUNet_extTrainer=/path/to/mqsm-nnunet/trainers")
+    return str(folder)
 
 
 def nnunet_raw_folder() -> Path:

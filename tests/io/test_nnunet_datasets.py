@@ -1,6 +1,11 @@
 """nnunet_datasets: dataset names, nnU-Net's ID lookup with a fix in its message, process counts."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from mqsm_nnunet.io.nnunet_datasets import (check_process_counts, dataset_folder_name, folds_warning, resolve_dataset)
@@ -54,3 +59,19 @@ def test_folds_warning_below_five_cases():
     assert "4 training case(s)" in folds_warning(4) and "all" in folds_warning(4)
     assert "add labelled subjects" in folds_warning(4)
     assert "add subjects" in folds_warning(4, qsm_only=True)      # field maps need no labels
+
+
+def test_the_trainer_folder_is_found_outside_the_checkout_without_an_installed_trainers_package(tmp_path):
+    """The console scripts run from anywhere: the demo must find trainers/ with no `trainers` package
+    importable (it is not installed) and no nnUNet_extTrainer set, and honour it when set."""
+    script = "from mqsm_nnunet.io.nnunet_datasets import trainer_folders; print(trainer_folders())"
+    env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_extTrainer", "PYTHONPATH")}
+    found = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()) == Path(__file__).resolve().parents[2] / "trainers"
+    unimportable = subprocess.run([sys.executable, "-c", "import trainers"], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True)
+    assert unimportable.returncode != 0   # not installed as a generic top-level package
+    given = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                           env={**env, "nnUNet_extTrainer": "/a:/b"})
+    assert given.stdout.strip() == "/a:/b"
