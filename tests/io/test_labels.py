@@ -20,20 +20,28 @@ def test_reads_a_mapping_or_a_dataset_json_sorted_by_id(tmp_path):
     assert read_labels(dataset).ids == {"background": 0, "a": 1}
 
 
-@pytest.mark.parametrize("text, words", [
-    ('{"background": 0, "caudate": 1, "caudate": 2}', "'caudate' appears twice"),
-    ('{"background": 0, "a": 1, "b": 1}', "more than one name"),
-    ('{"a": 1, "b": 2}', "no id 0"),
-    ('{"background": 0, "whole": [1, 2]}', "region-based"),
-    ('{"background": 0, "a": 1.5}', "non-negative integers"),
-    ('{"background": 0, "a": true}', "non-negative integers"),
-    ('{"background": 0, "a": -1}', "non-negative integers"),
-    ('{"background": 0,', "not valid JSON"),
-    ('[0, 1]', "JSON object"),
-    ('{}', "JSON object"),
+@pytest.mark.parametrize("name, text, words", [
+    ("labels.json", '{"background": 0, "caudate": 1, "caudate": 2}', "'caudate' appears twice"),
+    ("labels.json", '{"background": 0, "a": 1, "b": 1}', "more than one name"),
+    ("labels.json", '{"a": 1, "b": 2}', "no id 0"),
+    ("labels.json", '{"background": 0, "whole": [1, 2]}', "region-based"),
+    ("labels.json", '{"background": 0, "a": 1.5}', "non-negative integers"),
+    ("labels.json", '{"background": 0, "a": true}', "non-negative integers"),
+    ("labels.json", '{"background": 0, "a": -1}', "non-negative integers"),
+    ("labels.json", '{"background": 0,', "not valid JSON"),
+    ("labels.json", '[0, 1]', "JSON object"),
+    ("labels.json", '{}', "JSON object"),
+    # a FreeSurferColorLUT-style table (any name not ending in .json): the line is named too
+    ("lut.txt", "0 Unknown 0 0 0 0\n12 Left-Putamen 236 13\n",
+     "line 2: '12 Left-Putamen 236 13' is not 'id name R G B A'"),
+    ("lut.txt", "0 Unknown 0 0 0 0\n12 Putamen 1 1 1 0\n13 Putamen 1 1 1 0\n",
+     "line 3: the name 'Putamen' appears twice"),
+    ("lut.txt", "0 Unknown 0 0 0 0\n12 A 1 1 1 0\n12 B 1 1 1 0\n", "more than one name"),
+    ("lut.txt", "12 Left-Putamen 1 1 1 0\n", "no id 0"),
+    ("lut.txt", "# only comments\n", "no entries"),
 ])
-def test_refuses_what_breaks_a_rule_naming_the_file(tmp_path, text, words):
-    path = tmp_path / "labels.json"
+def test_refuses_what_breaks_a_rule_naming_the_file(tmp_path, name, text, words):
+    path = tmp_path / name
     path.write_text(text)
     with pytest.raises(ValueError, match=str(path)) as error:
         read_labels(path)
@@ -83,21 +91,6 @@ def test_reads_a_freesurfer_colour_table_as_a_catalogue(tmp_path):
                          "Left-VentralDC": 28}
     assert table.found_in([0, 13, 12]).ids == {"Unknown": 0, "Left-Putamen": 12, "Left-Pallidum": 13}
     assert not table.found_in([12]).catalogue
-
-
-@pytest.mark.parametrize("text, words", [
-    ("0 Unknown 0 0 0 0\n12 Left-Putamen 236 13\n", "line 2: '12 Left-Putamen 236 13' is not 'id name R G B A'"),
-    ("0 Unknown 0 0 0 0\n12 Putamen 1 1 1 0\n13 Putamen 1 1 1 0\n", "line 3: the name 'Putamen' appears twice"),
-    ("0 Unknown 0 0 0 0\n12 A 1 1 1 0\n12 B 1 1 1 0\n", "more than one name"),
-    ("12 Left-Putamen 1 1 1 0\n", "no id 0"),
-    ("# only comments\n", "no entries"),
-])
-def test_refuses_a_broken_colour_table_naming_the_line(tmp_path, text, words):
-    path = tmp_path / "lut.txt"
-    path.write_text(text)
-    with pytest.raises(ValueError, match=str(path)) as error:
-        read_labels(path)
-    assert words in str(error.value)
 
 
 def test_a_dataset_json_gives_the_users_ids_where_mqsm_convert_renumbered_them(tmp_path):
