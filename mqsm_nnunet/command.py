@@ -108,8 +108,9 @@ def _interrupt_handling(in_process: bool) -> Iterator[None]:
         yield
     finally:
         if in_process or not _Publishing.begun:
-            signal.signal(signal.SIGINT, previous[0])
-            signal.signal(signal.SIGTERM, previous[1])
+            for signum, handler in zip((signal.SIGINT, signal.SIGTERM), previous):
+                if handler is not None:   # None: a handler Python did not install; nothing to put back
+                    signal.signal(signum, handler)
         _Publishing.running = _Publishing.begun = False
 
 
