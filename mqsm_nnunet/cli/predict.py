@@ -171,7 +171,7 @@ def _predict(args: argparse.Namespace, model_folder: Path, folds: list, input_di
     import torch
 
     from mqsm_nnunet.predict.predictor import mQSMPredictor
-    from mqsm_nnunet.predict.qsm_only import predict_folder
+    from mqsm_nnunet.predict.folder import predict_folder
 
     device = torch.device(args.device)
     if device.type == "cpu":
