@@ -65,7 +65,7 @@ def phantom(out: Path, subjects: int, shape, voxel_size, seed: int) -> Path:
     """A phantom cohort (written once) and its copy with field and mask only, `out/fields`."""
     cohort, fields = out / "cohort", out / "fields"
     if not cohort.is_dir():
-        subprocess.run([str(BIN / "mqsm_phantom"), "-o", str(cohort), "-n", str(subjects), "--shape", *map(str, shape),
+        subprocess.run([str(BIN / "mqsm_phantom"), "-o", str(cohort), "-n", str(subjects), "--geometric", "--shape", *map(str, shape),
                         "--voxel-size", *map(str, voxel_size), "--b0-dir", "0.26", "0", "0.97", "--seed", str(seed),
                         "--quiet"], check=True)
     for subject in sorted(cohort.glob("sub-*")):

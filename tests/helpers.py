@@ -35,7 +35,7 @@ under a second on 2 cores)."""
 
 def tiny_phantom(cohort: Path, subjects: int, env: dict, *extra: str) -> Path:
     """`mqsm_phantom` on the tiny grid (`extra`: more of its flags); returns the cohort folder."""
-    run_cli(["mqsm_phantom", "-o", str(cohort), "-n", str(subjects), *TINY_GRID, "--quiet", *extra], env)
+    run_cli(["mqsm_phantom", "-o", str(cohort), "-n", str(subjects), "--geometric", *TINY_GRID, "--quiet", *extra], env)
     return cohort
 
 

@@ -13,7 +13,7 @@ import re
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,47 +22,70 @@ from tqdm import tqdm
 from mqsm_nnunet.io.files import atomic_folder, write_text_atomic
 from mqsm_nnunet.io.nifti import write_volume
 from mqsm_nnunet.phantom.anatomy import LABELS, SUSCEPTIBILITY_PPB
+from mqsm_nnunet.io.grid import check_voxel_size
+from mqsm_nnunet.phantom.freesurfer import REGIONS, region_table
+from mqsm_nnunet.phantom.label_maps import anatomy_files, embedded_anatomies, label_map_stem, load_anatomy
+from mqsm_nnunet.phantom.real_subject import DEFAULT_REAL_VOXEL_SIZE, make_real_subject
 from mqsm_nnunet.phantom.subject import (DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE, DEFAULT_T1_NOISE,
-                                         DEFAULT_VOXEL_SIZE, check_grid, check_levels, check_supersampling,
-                                         make_subject, make_template)
+                                         DEFAULT_VOXEL_SIZE, PhantomSubject, check_grid, check_levels,
+                                         check_supersampling, make_subject, make_template)
+from mqsm_nnunet.phantom.tissue_values import STRUCTURE_OF_REGION, chi_ppb
+from mqsm_nnunet.physics import unit_b0_direction
 
 # Entries of OUT that the generator owns (replaced with --overwrite); anything else is left alone.
-_OWNED = re.compile(r"^(labels\.json|sub-\d+|\.sub-\d+\..+)$")
+_OWNED = re.compile(r"^(labels\.json|sub-[A-Za-z0-9_-]+|\.sub-[A-Za-z0-9_-]+\..+)$")
+B0_SIDECAR_KEY = "B0_dir"
+"""field.json's key for B0 in voxel axes (QSM-CI's convention, what mqsm_convert reads)."""
+ANATOMY_ORDER_STREAM = (0x616E6174, 0x6F6D79)
+"""Entropy words after the seed for the order in which the embedded anatomies are dealt to subjects."""
 TEMPLATE_FILES = ("t1.nii.gz", "labels.nii.gz", "mask.nii.gz", "chi.nii.gz", "labels.json")
 
 
 @dataclass(frozen=True)
 class CohortSummary:
-    """What `write_cohort` wrote: grid, B0, per-region true susceptibility (ppb, mean over subjects of
-    each subject's regional mean) and the range of the written field (ppm)."""
+    """What `write_cohort` or `write_real_cohort` wrote: grid (`shape` None when each subject has its
+    own), B0 (None when each subject's comes from its affine), per-region true susceptibility (ppb, mean
+    over subjects of each subject's regional mean) beside the literature value, the range of the written
+    field (ppm) and, for real anatomy, the label map of each subject."""
 
     out_dir: Path
     n_subjects: int
     seed: int
-    shape: tuple[int, int, int]
+    shape: tuple[int, int, int] | None
     voxel_size: tuple[float, float, float]
-    b0_dir: tuple[float, float, float]
+    b0_dir: tuple[float, float, float] | None
     noise: float
     mean_chi_ppb: dict[str, float]
     field_range_ppm: tuple[float, float]
     seconds_per_subject: float
+    region_ids: dict[str, int] = field(default_factory=lambda: dict(LABELS))
+    literature_ppb: dict[str, float] = field(default_factory=lambda: dict(SUSCEPTIBILITY_PPB))
+    anatomies: dict[str, str] = field(default_factory=dict)
 
     def report(self) -> str:
         """Human-readable cohort summary (what `mqsm_phantom` prints)."""
-        fov = " x ".join(f"{n * v:g}" for n, v in zip(self.shape, self.voxel_size))
+        voxel = " x ".join(f"{v:g}" for v in self.voxel_size)
+        if self.shape is None:
+            grid = f"  voxels of {voxel} mm; each subject's grid is its brain plus a margin, in its label map's axes"
+        else:
+            fov = " x ".join(f"{n * v:g}" for n, v in zip(self.shape, self.voxel_size))
+            grid = f"  grid {' x '.join(map(str, self.shape))} voxels of {voxel} mm (field of view {fov} mm)"
+        b0 = ("from each subject's affine (world z)" if self.b0_dir is None
+              else f"({', '.join(f'{v:.4g}' for v in self.b0_dir)})")
         lines = [
             f"mqsm_phantom: {self.n_subjects} subject(s) in {self.out_dir} (seed {self.seed}, "
             f"{self.seconds_per_subject:.2f} s per subject)",
-            f"  grid {' x '.join(map(str, self.shape))} voxels of {' x '.join(f'{v:g}' for v in self.voxel_size)} mm"
-            f" (field of view {fov} mm)",
-            f"  B0 direction (voxel axes i, j, k): ({', '.join(f'{v:.4g}' for v in self.b0_dir)})",
+            grid,
+            f"  B0 direction (voxel axes i, j, k): {b0}",
             f"  field: {self.field_range_ppm[0]:.4f} .. {self.field_range_ppm[1]:.4f} ppm"
             f" (noise sd {100 * self.noise:g} % of the in-brain field sd)",
             f"  {len(self.mean_chi_ppb)} regions (labels.json); true susceptibility in ppb,"
             " mean over subjects | literature:",
         ]
         for name, value in self.mean_chi_ppb.items():
-            lines.append(f"    {LABELS[name]:3d} {name:<22s} {value:8.1f} | {SUSCEPTIBILITY_PPB[name]:6.0f}")
+            lines.append(f"    {self.region_ids[name]:3d} {name:<29s} {value:8.1f} | {self.literature_ppb[name]:6.0f}")
+        if self.anatomies:
+            lines.append("  anatomy of each subject: " + ", ".join(f"{k} <- {v}" for k, v in self.anatomies.items()))
         return "\n".join(lines)
 
 
@@ -82,8 +105,49 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _write_labels_json(out_dir: Path) -> None:
-    write_text_atomic(out_dir / "labels.json", json.dumps(LABELS, indent=2) + "\n")
+def _write_labels_json(out_dir: Path, regions: dict[str, int] = LABELS) -> None:
+    write_text_atomic(out_dir / "labels.json", json.dumps(regions, indent=2) + "\n")
+
+
+def _write_subject(folder: Path, subject: PhantomSubject, b0_sidecar: Sequence[float] | None = None) -> None:
+    """One subject folder, built hidden and renamed into place; `b0_sidecar` writes field.json's B0_dir."""
+    with atomic_folder(folder) as build:
+        label_type = np.uint8 if int(subject.labels.max()) <= 255 else np.uint16
+        for role, data, dtype in (("t1", subject.t1, np.float32), ("field", subject.field, np.float32),
+                                  ("mask", subject.mask, np.uint8), ("labels", subject.labels, label_type),
+                                  ("chi", subject.chi, np.float32)):
+            write_volume(build / f"{role}.nii.gz", data, subject.affine, dtype)
+        if b0_sidecar is not None:
+            write_text_atomic(build / "field.json", json.dumps({B0_SIDECAR_KEY: [float(v) for v in b0_sidecar]}) + "\n")
+
+
+class _Tally:
+    """Per-region mean true chi over subjects (ppb) and the written field's range (ppm)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[int, float] = {}
+        self.present: dict[int, int] = {}
+        self.low, self.high = np.inf, -np.inf
+
+    def add(self, subject: PhantomSubject) -> None:
+        ids, inverse = np.unique(subject.labels.ravel(), return_inverse=True)
+        counts = np.bincount(inverse)
+        totals = np.bincount(inverse, weights=subject.chi.ravel())
+        for region_id, count, total in zip(ids.tolist(), counts, totals):
+            self.sums[region_id] = self.sums.get(region_id, 0.0) + 1000.0 * total / count
+            self.present[region_id] = self.present.get(region_id, 0) + 1
+        self.low, self.high = min(self.low, float(subject.field.min())), max(self.high, float(subject.field.max()))
+
+    def mean_chi(self, regions: dict[str, int], literature: dict[str, float]) -> dict[str, float]:
+        return {name: self.sums[regions[name]] / self.present[regions[name]]
+                for name in literature if regions[name] in self.present}
+
+
+def _check_count_and_seed(n_subjects: int, seed: int) -> None:
+    if int(n_subjects) != n_subjects or n_subjects < 1:
+        raise ValueError(f"n_subjects (-n/--subjects) must be an integer >= 1; got {n_subjects}")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed}")
 
 
 def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[int] = DEFAULT_SHAPE,
@@ -91,16 +155,13 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[in
                  seed: int = 0, *, noise: float = DEFAULT_FIELD_NOISE, t1_noise: float = DEFAULT_T1_NOISE,
                  chi_variation: float = DEFAULT_CHI_VARIATION, supersampling: int | None = None,
                  overwrite: bool = False, progress: bool = False) -> CohortSummary:
-    """Write subjects 1..n_subjects of cohort `seed` (see `make_subject` for the arguments).
+    """Write subjects 1..n_subjects of the geometric phantom's cohort `seed` (see `make_subject`).
 
     Raises:
         ValueError: n_subjects < 1, a bad grid / B0 / level, or a non-empty `out_dir` without
             `overwrite` (with it, labels.json and sub-* folders are replaced, other files kept).
     """
-    if int(n_subjects) != n_subjects or n_subjects < 1:
-        raise ValueError(f"n_subjects (-n/--subjects) must be an integer >= 1; got {n_subjects}")
-    if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0; got {seed}")
+    _check_count_and_seed(n_subjects, seed)
     shape, voxel_size, b0 = check_grid(shape, voxel_size, b0_dir)
     check_levels(noise, t1_noise, chi_variation)
     check_supersampling(supersampling)
@@ -108,53 +169,125 @@ def write_cohort(out_dir: str | os.PathLike, n_subjects: int, shape: Sequence[in
     _prepare_output(out_dir, overwrite)
     _write_labels_json(out_dir)
 
-    sums = np.zeros(len(LABELS))
-    present = np.zeros(len(LABELS))
-    low, high = np.inf, -np.inf
+    tally = _Tally()
     start = time.perf_counter()
     for index in tqdm(range(1, int(n_subjects) + 1), desc="mqsm_phantom", unit="subject", disable=not progress):
         subject = make_subject(index, shape, voxel_size, b0, seed, noise=noise, t1_noise=t1_noise,
                                chi_variation=chi_variation, supersampling=supersampling)
-        name = f"sub-{index:03d}"
-        with atomic_folder(out_dir / name) as build:
-            for role, data, dtype in (("t1", subject.t1, np.float32), ("field", subject.field, np.float32),
-                                      ("mask", subject.mask, np.uint8), ("labels", subject.labels, np.uint8),
-                                      ("chi", subject.chi, np.float32)):
-                write_volume(build / f"{role}.nii.gz", data, subject.affine, dtype)
-        counts = np.bincount(subject.labels.ravel(), minlength=len(LABELS))
-        totals = np.bincount(subject.labels.ravel(), weights=subject.chi.ravel(), minlength=len(LABELS))
-        found = counts > 0
-        sums[found] += 1000.0 * totals[found] / counts[found]
-        present += found
-        low, high = min(low, float(subject.field.min())), max(high, float(subject.field.max()))
-
-    mean_chi = {name: float(sums[LABELS[name]] / present[LABELS[name]])
-                for name in SUSCEPTIBILITY_PPB if present[LABELS[name]]}
-    return CohortSummary(out_dir, int(n_subjects), int(seed), shape, voxel_size, b0, float(noise), mean_chi,
-                         (low, high), (time.perf_counter() - start) / n_subjects)
+        _write_subject(out_dir / f"sub-{index:03d}", subject)
+        tally.add(subject)
+    return CohortSummary(out_dir, int(n_subjects), int(seed), shape, voxel_size, b0, float(noise),
+                         tally.mean_chi(LABELS, SUSCEPTIBILITY_PPB), (tally.low, tally.high),
+                         (time.perf_counter() - start) / n_subjects)
 
 
-def write_template(out_dir: str | os.PathLike, shape: Sequence[int] = DEFAULT_SHAPE,
-                   voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE, seed: int = 0, *, t1_noise: float = 0.0,
-                   overwrite: bool = False) -> Path:
-    """Write the template of cohort `seed` (`make_template`) as `TEMPLATE_FILES` into `out_dir`.
+def _subject_folder_name(stem: str) -> str:
+    """`sub-<stem>` with every character outside letters, digits, '-' and '_' made '_'."""
+    return "sub-" + re.sub(r"[^A-Za-z0-9_-]", "_", stem)
 
-    The folder is built under a hidden name beside `out_dir` and renamed into place; with
-    `overwrite`, the template files of an existing folder are replaced one by one, other files kept.
+
+def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None, anatomy_dir: str | os.PathLike | None = None,
+                      voxel_size: Sequence[float] = DEFAULT_REAL_VOXEL_SIZE, b0_dir: Sequence[float] | None = None,
+                      seed: int = 0, *, noise: float = DEFAULT_FIELD_NOISE, t1_noise: float = DEFAULT_T1_NOISE,
+                      chi_variation: float = DEFAULT_CHI_VARIATION, overwrite: bool = False,
+                      progress: bool = False) -> CohortSummary:
+    """Write a cohort simulated from real label maps (`real_subject.make_real_subject`), FreeSurfer ids.
+
+    Without `anatomy_dir`: subjects sub-001 ... from the 16 embedded anatomies, each randomly deformed,
+    subject k taking the ((k-1) mod 16)-th anatomy of a seed-dependent order (so the first 16 are 16
+    different brains). With `anatomy_dir`: one subject per label map there (`label_maps.anatomy_files`),
+    `sub-<file stem>`, undeformed, in the label map's own physical space; `n_subjects` must be None.
+    `b0_dir` (voxel axes) is written to each subject's field.json (`B0_dir`), the affine kept.
 
     Raises:
-        ValueError: a bad grid / seed / noise level, or a non-empty `out_dir` without `overwrite`.
+        ValueError: a bad count, seed, voxel size, B0 or level, an unreadable label map (naming it), or a
+            non-empty `out_dir` without `overwrite`.
     """
-    template = make_template(shape, voxel_size, seed, t1_noise=t1_noise)
+    if anatomy_dir is None:
+        if n_subjects is None:
+            raise ValueError("give -n/--subjects (subjects drawn from the embedded anatomies) or --anatomy DIR")
+        _check_count_and_seed(n_subjects, seed)
+        files = _anatomy_order(seed)
+        plan = [(f"sub-{k:03d}", files[(k - 1) % len(files)], k) for k in range(1, int(n_subjects) + 1)]
+    else:
+        if n_subjects is not None:
+            raise ValueError("--anatomy makes one subject per label map; leave out -n/--subjects")
+        _check_count_and_seed(1, seed)
+        plan = [(_subject_folder_name(label_map_stem(path)), path, k)
+                for k, path in enumerate(anatomy_files(anatomy_dir), start=1)]
+        if len({name for name, _, _ in plan}) < len(plan):
+            raise ValueError(f"--anatomy {anatomy_dir}: two label maps give the same subject name; rename one")
+    voxel_size = check_voxel_size(voxel_size)
+    b0 = None if b0_dir is None else unit_b0_direction(b0_dir)
+    check_levels(noise, t1_noise, chi_variation)
     out_dir = Path(out_dir)
+    _prepare_output(out_dir, overwrite)
+    regions = region_table()
+    _write_labels_json(out_dir, regions)
+
+    tally = _Tally()
+    start = time.perf_counter()
+    for name, path, index in tqdm(plan, desc="mqsm_phantom", unit="subject", disable=not progress):
+        subject = make_real_subject(load_anatomy(path), index, seed, voxel_size=voxel_size, b0_dir=b0,
+                                    deform=anatomy_dir is None, noise=noise, t1_noise=t1_noise,
+                                    chi_variation=chi_variation)
+        _write_subject(out_dir / name, subject, b0)
+        tally.add(subject)
+    literature = {REGIONS[i]: chi_ppb(STRUCTURE_OF_REGION[i]) for i in REGIONS}
+    return CohortSummary(out_dir, len(plan), int(seed), None, voxel_size, b0, float(noise),
+                         tally.mean_chi(regions, literature), (tally.low, tally.high),
+                         (time.perf_counter() - start) / len(plan), regions, literature,
+                         {name: label_map_stem(path) for name, path, _ in plan})
+
+
+def _write_template_folder(out_dir: Path, arrays: dict[str, np.ndarray], affine: np.ndarray,
+                           regions: dict[str, int], overwrite: bool) -> Path:
+    """`TEMPLATE_FILES` into `out_dir`, built under a hidden name beside it and renamed into place; with
+    `overwrite`, the template files of an existing folder are replaced one by one, other files kept."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"template output {out_dir} exists and is not a folder; choose another --template")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise ValueError(f"template folder {out_dir} is not empty; pass --overwrite (overwrite=True) to replace "
                          "its template files, or choose another --template folder")
+    label_type = np.uint8 if int(arrays["labels"].max()) <= 255 else np.uint16
     with atomic_folder(out_dir, merge=True, owned=TEMPLATE_FILES) as build:
-        for role, data, dtype in (("t1", template.t1, np.float32), ("labels", template.labels, np.uint8),
-                                  ("mask", template.mask, np.uint8), ("chi", template.chi, np.float32)):
-            write_volume(build / f"{role}.nii.gz", data, template.affine, dtype)
-        _write_labels_json(build)
+        for role, dtype in (("t1", np.float32), ("labels", label_type), ("mask", np.uint8), ("chi", np.float32)):
+            write_volume(build / f"{role}.nii.gz", arrays[role], affine, dtype)
+        _write_labels_json(build, regions)
     return out_dir
+
+
+def write_template(out_dir: str | os.PathLike, shape: Sequence[int] = DEFAULT_SHAPE,
+                   voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE, seed: int = 0, *, t1_noise: float = 0.0,
+                   overwrite: bool = False) -> Path:
+    """Write the geometric phantom's template of cohort `seed` (`make_template`) as `TEMPLATE_FILES`.
+
+    Raises:
+        ValueError: a bad grid / seed / noise level, or a non-empty `out_dir` without `overwrite`.
+    """
+    template = make_template(shape, voxel_size, seed, t1_noise=t1_noise)
+    arrays = {"t1": template.t1, "labels": template.labels, "mask": template.mask, "chi": template.chi}
+    return _write_template_folder(Path(out_dir), arrays, template.affine, LABELS, overwrite)
+
+
+def write_real_template(out_dir: str | os.PathLike, voxel_size: Sequence[float] = DEFAULT_REAL_VOXEL_SIZE,
+                        seed: int = 0, *, overwrite: bool = False) -> Path:
+    """Write a registration template for the real-anatomy cohort `seed` as `TEMPLATE_FILES`: the embedded
+    anatomy dealt last in the seed's order (a cohort of 15 or fewer never uses it), undeformed, with
+    literature chi (no per-subject variation), no field noise and a noise-free T1, as an atlas would be.
+
+    Raises:
+        ValueError: a bad seed or voxel size, or a non-empty `out_dir` without `overwrite`.
+    """
+    _check_count_and_seed(1, seed)
+    subject = make_real_subject(load_anatomy(_anatomy_order(seed)[-1]), 0, seed, voxel_size=voxel_size,
+                                deform=False, noise=0.0, t1_noise=0.0, chi_variation=0.0)
+    arrays = {"t1": subject.t1, "labels": subject.labels, "mask": subject.mask, "chi": subject.chi}
+    return _write_template_folder(Path(out_dir), arrays, subject.affine, region_table(), overwrite)
+
+
+def _anatomy_order(seed: int) -> list[Path]:
+    """The embedded anatomies in the order cohort `seed` deals them to subjects."""
+    files = embedded_anatomies()
+    order = np.random.default_rng(np.random.SeedSequence([int(seed), *ANATOMY_ORDER_STREAM])).permutation(len(files))
+    return [files[i] for i in order]

@@ -180,7 +180,7 @@ def test_warns_when_the_brain_leaves_the_field_of_view():
 
 def test_cli_writes_layout_and_summary(tmp_path, capsys):
     out = tmp_path / "cohort"
-    assert main(["-o", str(out), "-n", "2", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6",
+    assert main(["-o", str(out), "-n", "2", "--geometric", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6",
                  "--b0-dir", "0.2", "0", "1", "--seed", "3", "--quiet"]) == 0
     assert capsys.readouterr().out == ""
     assert json.loads((out / "labels.json").read_text()) == LABELS
@@ -194,7 +194,7 @@ def test_cli_writes_layout_and_summary(tmp_path, capsys):
     assert read_volume(out / "sub-001" / "labels.nii.gz", dtype=None).data.dtype == np.uint8
 
     again = tmp_path / "again"
-    assert main(["-o", str(again), "-n", "1", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6"]) == 0
+    assert main(["-o", str(again), "-n", "1", "--geometric", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6"]) == 0
     printed = capsys.readouterr().out
     for text in ("1 subject", "32 x 32 x 24", "B0 direction", "ppm", "ppb", *SUSCEPTIBILITY_PPB):
         assert text in printed
@@ -209,7 +209,7 @@ def test_cli_writes_layout_and_summary(tmp_path, capsys):
 ])
 def test_cli_rejects_bad_values(tmp_path, capsys, arguments, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["-o", str(tmp_path / "out"), "-n", "1", *arguments])
+        main(["-o", str(tmp_path / "out"), "-n", "1", "--geometric", *arguments])
     assert exit_info.value.code != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -227,9 +227,9 @@ def test_cli_rejects_no_subjects_and_non_empty_output(tmp_path, capsys):
     (busy / "notes.txt").write_text("keep me")
     (busy / "sub-009").mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        main(["-o", str(busy), "-n", "1", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6", "--quiet"])
+        main(["-o", str(busy), "-n", "1", "--geometric", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6", "--quiet"])
     assert exit_info.value.code != 0 and "--overwrite" in capsys.readouterr().err
-    assert main(["-o", str(busy), "-n", "1", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6", "--quiet",
+    assert main(["-o", str(busy), "-n", "1", "--geometric", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6", "--quiet",
                  "--overwrite"]) == 0
     assert sorted(p.name for p in busy.iterdir()) == ["labels.json", "notes.txt", "sub-001"]
 
@@ -275,7 +275,7 @@ def test_template_is_the_mean_anatomy_with_its_own_folding():
 
 def test_cli_writes_template_alone_or_with_a_cohort(tmp_path, capsys):
     folder = tmp_path / "template"
-    assert main(["--template", str(folder), "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6",
+    assert main(["--template", str(folder), "--geometric", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6",
                  "--quiet"]) == 0
     assert sorted(p.name for p in folder.iterdir()) == sorted(TEMPLATE_FILES)
     assert json.loads((folder / "labels.json").read_text()) == LABELS
@@ -285,12 +285,15 @@ def test_cli_writes_template_alone_or_with_a_cohort(tmp_path, capsys):
         np.testing.assert_array_equal(volume.data, getattr(expected, role))
         np.testing.assert_allclose(volume.affine, expected.affine, atol=1e-4)
     with pytest.raises(SystemExit):
-        main(["--template", str(folder), "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6", "--quiet"])
+        main(["--template", str(folder), "--geometric", "--shape", "32", "32", "24", "--voxel-size", "6", "6", "6", "--quiet"])
     assert "--overwrite" in capsys.readouterr().err
 
-    assert main(["-o", str(tmp_path / "cohort"), "-n", "1", "--template", str(tmp_path / "t2"), "--shape", "32",
+    assert main(["-o", str(tmp_path / "cohort"), "-n", "1", "--geometric", "--template", str(tmp_path / "t2"), "--shape", "32",
                  "32", "24", "--voxel-size", "6", "6", "6", "--quiet"]) == 0
     assert (tmp_path / "cohort" / "sub-001" / "t1.nii.gz").is_file() and (tmp_path / "t2" / "t1.nii.gz").is_file()
     with pytest.raises(SystemExit):
         main(["-o", str(tmp_path / "other")])
     assert "-n/--subjects" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["-o", str(tmp_path / "other"), "-n", "1", "--shape", "32", "32", "24"])
+    assert "--geometric only" in capsys.readouterr().err
