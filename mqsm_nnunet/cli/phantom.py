@@ -45,15 +45,15 @@ def _build_parser() -> argparse.ArgumentParser:
                              ".nii.gz + labels.json), a target for mqsm_register: real anatomy: an embedded anatomy "
                              "the first 15 subjects never use, undeformed; --geometric: the mean anatomy")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
-                        help=f"--geometric only: grid size in voxels (default: {list(DEFAULT_SHAPE)}); real "
-                             "anatomy: each subject's grid is its brain plus 6 mm")
+                        help=f"grid size in voxels. Real anatomy: centred on each brain (default: each subject's "
+                             f"grid is its brain plus 6 mm); --geometric: default {list(DEFAULT_SHAPE)}")
     parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("X", "Y", "Z"), default=None,
                         help=f"voxel size in mm (default: {list(DEFAULT_REAL_VOXEL_SIZE)}; --geometric: "
                              f"{list(DEFAULT_VOXEL_SIZE)})")
     parser.add_argument("--b0-dir", type=float, nargs=3, metavar=("X", "Y", "Z"), default=None,
-                        help="B0 direction in voxel axes. Real anatomy: written to each subject's field.json "
-                             "(B0_dir; the affine keeps the label map's space; default: world z of the affine); "
-                             "--geometric: written into the affine as an oblique acquisition (default 0 0 1)")
+                        help="B0 direction in voxel axes, written into the affine as an oblique acquisition "
+                             "(default: real anatomy: world z of the label map's affine; --geometric: 0 0 1). With "
+                             "--anatomy the affine stays the label map's and B0_dir goes to each field.json")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (default: %(default)s)")
     parser.add_argument("--noise", type=float, default=DEFAULT_FIELD_NOISE,
                         help="field noise sd as a fraction of the in-brain field sd (default: %(default)s)")
@@ -85,10 +85,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("give either -n/--subjects (subjects from the embedded anatomies) or --anatomy DIR")
     if args.geometric and args.anatomy is not None:
         parser.error("--anatomy is real anatomy; leave out --geometric")
-    if not args.geometric:
-        for flag, value in (("--shape", args.shape), ("--supersampling", args.supersampling)):
-            if value is not None:
-                parser.error(f"{flag} is for --geometric only (real anatomy: each grid is the brain plus a margin)")
+    if not args.geometric and args.supersampling is not None:
+        parser.error("--supersampling is for --geometric only (real anatomy always simulates on a ~1 mm grid)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,8 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             voxel_size = args.voxel_size or DEFAULT_REAL_VOXEL_SIZE
             if args.output is not None:
                 summary = write_real_cohort(args.output, args.subjects, args.anatomy, voxel_size, args.b0_dir,
-                                            args.seed, overwrite=args.overwrite, progress=not args.quiet, **levels)
-            template = lambda: write_real_template(args.template, voxel_size, args.seed, overwrite=args.overwrite)
+                                            args.shape, args.seed, overwrite=args.overwrite, progress=not args.quiet,
+                                            **levels)
+            template = lambda: write_real_template(args.template, voxel_size, args.seed, shape=args.shape,
+                                                   overwrite=args.overwrite)
         if args.output is not None and not args.quiet:
             print(summary.report())
         if args.template is not None:

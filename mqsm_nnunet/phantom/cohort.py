@@ -28,7 +28,7 @@ from mqsm_nnunet.phantom.label_maps import anatomy_files, embedded_anatomies, la
 from mqsm_nnunet.phantom.real_subject import DEFAULT_REAL_VOXEL_SIZE, make_real_subject
 from mqsm_nnunet.phantom.subject import (DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE, DEFAULT_T1_NOISE,
                                          DEFAULT_VOXEL_SIZE, PhantomSubject, check_grid, check_levels,
-                                         check_supersampling, make_subject, make_template)
+                                         check_shape, check_supersampling, make_subject, make_template)
 from mqsm_nnunet.phantom.tissue_values import STRUCTURE_OF_REGION, chi_ppb
 from mqsm_nnunet.physics import unit_b0_direction
 
@@ -188,6 +188,7 @@ def _subject_folder_name(stem: str) -> str:
 
 def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None, anatomy_dir: str | os.PathLike | None = None,
                       voxel_size: Sequence[float] = DEFAULT_REAL_VOXEL_SIZE, b0_dir: Sequence[float] | None = None,
+                      shape: Sequence[int] | None = None,
                       seed: int = 0, *, noise: float = DEFAULT_FIELD_NOISE, t1_noise: float = DEFAULT_T1_NOISE,
                       chi_variation: float = DEFAULT_CHI_VARIATION, overwrite: bool = False,
                       progress: bool = False) -> CohortSummary:
@@ -195,9 +196,10 @@ def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None,
 
     Without `anatomy_dir`: subjects sub-001 ... from the 16 embedded anatomies, each randomly deformed,
     subject k taking the ((k-1) mod 16)-th anatomy of a seed-dependent order (so the first 16 are 16
-    different brains). With `anatomy_dir`: one subject per label map there (`label_maps.anatomy_files`),
-    `sub-<file stem>`, undeformed, in the label map's own physical space; `n_subjects` must be None.
-    `b0_dir` (voxel axes) is written to each subject's field.json (`B0_dir`), the affine kept.
+    different brains); `b0_dir` (voxel axes) turns each affine (an oblique acquisition). With `anatomy_dir`:
+    one subject per label map there (`label_maps.anatomy_files`), `sub-<file stem>`, undeformed, in the
+    label map's own physical space (`n_subjects` must be None); `b0_dir` goes to each subject's field.json
+    (`B0_dir`) so the affine stays the label map's. `shape`: a fixed grid centred on each brain.
 
     Raises:
         ValueError: a bad count, seed, voxel size, B0 or level, an unreadable label map (naming it), or a
@@ -219,6 +221,7 @@ def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None,
             raise ValueError(f"--anatomy {anatomy_dir}: two label maps give the same subject name; rename one")
     voxel_size = check_voxel_size(voxel_size)
     b0 = None if b0_dir is None else unit_b0_direction(b0_dir)
+    shape = None if shape is None else check_shape(shape)
     check_levels(noise, t1_noise, chi_variation)
     out_dir = Path(out_dir)
     _prepare_output(out_dir, overwrite)
@@ -228,13 +231,14 @@ def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None,
     tally = _Tally()
     start = time.perf_counter()
     for name, path, index in tqdm(plan, desc="mqsm_phantom", unit="subject", disable=not progress):
-        subject = make_real_subject(load_anatomy(path), index, seed, voxel_size=voxel_size, b0_dir=b0,
-                                    deform=anatomy_dir is None, noise=noise, t1_noise=t1_noise,
+        embedded = anatomy_dir is None
+        subject = make_real_subject(load_anatomy(path), index, seed, voxel_size=voxel_size, shape=shape, b0_dir=b0,
+                                    b0_in_affine=embedded, deform=embedded, noise=noise, t1_noise=t1_noise,
                                     chi_variation=chi_variation)
-        _write_subject(out_dir / name, subject, b0)
+        _write_subject(out_dir / name, subject, None if embedded else b0)
         tally.add(subject)
     literature = {REGIONS[i]: chi_ppb(STRUCTURE_OF_REGION[i]) for i in REGIONS}
-    return CohortSummary(out_dir, len(plan), int(seed), None, voxel_size, b0, float(noise),
+    return CohortSummary(out_dir, len(plan), int(seed), shape, voxel_size, b0, float(noise),
                          tally.mean_chi(regions, literature), (tally.low, tally.high),
                          (time.perf_counter() - start) / len(plan), regions, literature,
                          {name: label_map_stem(path) for name, path, _ in plan})
@@ -271,7 +275,7 @@ def write_template(out_dir: str | os.PathLike, shape: Sequence[int] = DEFAULT_SH
 
 
 def write_real_template(out_dir: str | os.PathLike, voxel_size: Sequence[float] = DEFAULT_REAL_VOXEL_SIZE,
-                        seed: int = 0, *, overwrite: bool = False) -> Path:
+                        seed: int = 0, *, shape: Sequence[int] | None = None, overwrite: bool = False) -> Path:
     """Write a registration template for the real-anatomy cohort `seed` as `TEMPLATE_FILES`: the embedded
     anatomy dealt last in the seed's order (a cohort of 15 or fewer never uses it), undeformed, with
     literature chi (no per-subject variation), no field noise and a noise-free T1, as an atlas would be.
@@ -281,7 +285,7 @@ def write_real_template(out_dir: str | os.PathLike, voxel_size: Sequence[float] 
     """
     _check_count_and_seed(1, seed)
     subject = make_real_subject(load_anatomy(_anatomy_order(seed)[-1]), 0, seed, voxel_size=voxel_size,
-                                deform=False, noise=0.0, t1_noise=0.0, chi_variation=0.0)
+                                shape=shape, deform=False, noise=0.0, t1_noise=0.0, chi_variation=0.0)
     arrays = {"t1": subject.t1, "labels": subject.labels, "mask": subject.mask, "chi": subject.chi}
     return _write_template_folder(Path(out_dir), arrays, subject.affine, region_table(), overwrite)
 

@@ -24,7 +24,7 @@ from mqsm_nnunet.io.grid import check_voxel_size
 from mqsm_nnunet.phantom.freesurfer import CSF, EXTRA_CEREBRAL_CSF, REGIONS
 from mqsm_nnunet.phantom.label_maps import Anatomy
 from mqsm_nnunet.phantom.random_fields import SmoothField
-from mqsm_nnunet.phantom.subject import PhantomSubject, check_levels
+from mqsm_nnunet.phantom.subject import PhantomSubject, check_levels, check_shape, rotation_onto_z
 from mqsm_nnunet.phantom.tissue_values import STRUCTURE_OF_REGION, VEIN_CHI_PPB, chi_ppb, t1w
 from mqsm_nnunet.physics import b0_direction_from_affine, forward_field, unit_b0_direction
 
@@ -95,14 +95,19 @@ class _Grid:
     affine: np.ndarray
 
     @classmethod
-    def around(cls, anatomy: Anatomy, deformation: _Deformation, voxel_size: tuple[float, float, float]) -> _Grid:
+    def around(cls, anatomy: Anatomy, deformation: _Deformation, voxel_size: tuple[float, float, float],
+               shape: tuple[int, int, int] | None) -> _Grid:
+        """The brain's bounding box plus the margin, or `shape` voxels centred on that box."""
         directions = anatomy.affine[:3, :3] / np.linalg.norm(anatomy.affine[:3, :3], axis=0)
         found = np.nonzero(anatomy.brain)
         points = np.stack(found, 1)[::7] @ anatomy.affine[:3, :3].T + anatomy.affine[:3, 3]
         along_axes = deformation.inverse_points(points) @ directions   # mm along the map's axes
         margin = GRID_MARGIN_MM + (WARP_LIMIT_MM if deformation.warp is not None else 0.0)
         low, high = along_axes.min(axis=0) - margin, along_axes.max(axis=0) + margin
-        shape = tuple(int(n) for n in np.ceil((high - low) / voxel_size) + 1)
+        if shape is None:
+            shape = tuple(int(n) for n in np.ceil((high - low) / voxel_size) + 1)
+        else:
+            low = (low + high) / 2 - (np.asarray(shape) - 1) / 2 * np.asarray(voxel_size)
         affine = np.eye(4)
         affine[:3, :3] = directions * np.asarray(voxel_size)
         affine[:3, 3] = directions @ low
@@ -155,15 +160,19 @@ def _t1_lookup(rng: np.random.Generator) -> np.ndarray:
 
 
 def make_real_subject(anatomy: Anatomy, index: int, seed: int = 0, *,
-                      voxel_size: Sequence[float] = DEFAULT_REAL_VOXEL_SIZE, b0_dir: Sequence[float] | None = None,
-                      deform: bool = True, noise: float = 0.02, t1_noise: float = 0.02,
+                      voxel_size: Sequence[float] = DEFAULT_REAL_VOXEL_SIZE, shape: Sequence[int] | None = None,
+                      b0_dir: Sequence[float] | None = None, b0_in_affine: bool = False, deform: bool = True, noise: float = 0.02, t1_noise: float = 0.02,
                       chi_variation: float = 0.12) -> PhantomSubject:
     """Simulate subject `index` of cohort `seed` from `anatomy`.
 
     Args:
         voxel_size: the subject's grid (mm); its axes are the label map's, its extent the brain plus
             `GRID_MARGIN_MM`, so the subject stays in the label map's physical space (deformed when `deform`).
+        shape: a fixed grid of this many voxels centred on the brain instead (parts may be cut off).
         b0_dir: B0 in the subject's voxel axes; None: the affine's (world z, the head as in the label map).
+        b0_in_affine: turn the affine about the brain's centre so that `b0_direction_from_affine` gives
+            `b0_dir` back (an oblique acquisition; the files alone carry it). False: the affine stays the
+            label map's and the caller records `b0_dir` elsewhere (field.json).
         deform: draw a random rotation, size, shift and smooth displacement (False: the label map as it is).
         noise, t1_noise, chi_variation: as for the geometric phantom (`subject.make_subject`).
 
@@ -179,8 +188,9 @@ def make_real_subject(anatomy: Anatomy, index: int, seed: int = 0, *,
     brain_points = np.stack(np.nonzero(anatomy.brain), 1) @ anatomy.affine[:3, :3].T + anatomy.affine[:3, 3]
     centre = brain_points.mean(axis=0)
     deformation = _Deformation.draw(rng_anatomy, centre) if deform else _Deformation.identity(centre)
-    grid = _Grid.around(anatomy, deformation, voxel_size)
+    grid = _Grid.around(anatomy, deformation, voxel_size, None if shape is None else check_shape(shape))
     b0 = unit_b0_direction(b0_direction_from_affine(grid.affine) if b0_dir is None else b0_dir)
+    affine = _turned_towards(grid.affine, centre, b0) if b0_in_affine and b0_dir is not None else grid.affine
     factor = max(2, math.ceil(max(voxel_size) / FINE_VOXEL_MM - 1e-6))
 
     labels = _sample_labels(anatomy, deformation(grid.world(1)))   # head tissue ids outside the brain, for now
@@ -217,7 +227,16 @@ def make_real_subject(anatomy: Anatomy, index: int, seed: int = 0, *,
                    t1_noise)
     region_chi = {REGIONS[i]: float(values[i]) for i in REGIONS}
     return PhantomSubject(int(index), t1, field, chi, mask.astype(np.uint8), np.where(mask, labels, 0).astype(np.uint16),
-                          grid.affine, b0, region_chi, noise_std)
+                          affine, b0, region_chi, noise_std)
+
+
+def _turned_towards(affine: np.ndarray, centre: np.ndarray, b0_voxel: tuple[float, float, float]) -> np.ndarray:
+    """`affine` turned about world point `centre` so that world z runs along `b0_voxel` in voxel axes."""
+    directions = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    turn = np.eye(4)
+    turn[:3, :3] = rotation_onto_z(directions @ np.asarray(b0_voxel))
+    turn[:3, 3] = centre - turn[:3, :3] @ centre
+    return turn @ affine
 
 
 def _t1_image(t1w_map: np.ndarray, grid: _Grid, rng: np.random.Generator, t1_noise: float) -> np.ndarray:

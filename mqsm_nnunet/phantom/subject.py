@@ -82,11 +82,16 @@ def check_grid(shape: Sequence[int], voxel_size: Sequence[float],
     Raises:
         ValueError: naming the argument and what a valid value looks like.
     """
-    if len(shape) != 3 or any(int(n) != n or n < 1 for n in shape):
-        raise ValueError(f"shape must be 3 positive integers (voxels along i, j, k); got {tuple(shape)}")
     sizes = check_voxel_size(voxel_size)
     b0 = unit_b0_direction(DEFAULT_B0_DIR if b0_dir is None else b0_dir)
-    return tuple(int(n) for n in shape), sizes, b0
+    return check_shape(shape), sizes, b0
+
+
+def check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    """`shape` as 3 ints; ValueError unless it is 3 positive integers."""
+    if len(shape) != 3 or any(int(n) != n or n < 1 for n in shape):
+        raise ValueError(f"shape must be 3 positive integers (voxels along i, j, k); got {tuple(shape)}")
+    return tuple(int(n) for n in shape)
 
 
 def check_levels(noise: float, t1_noise: float, chi_variation: float) -> None:

@@ -295,5 +295,5 @@ def test_cli_writes_template_alone_or_with_a_cohort(tmp_path, capsys):
         main(["-o", str(tmp_path / "other")])
     assert "-n/--subjects" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["-o", str(tmp_path / "other"), "-n", "1", "--shape", "32", "32", "24"])
+        main(["-o", str(tmp_path / "other"), "-n", "1", "--supersampling", "2"])
     assert "--geometric only" in capsys.readouterr().err

@@ -11,11 +11,12 @@ import pytest
 from mqsm_nnunet.cli.phantom import main
 from mqsm_nnunet.conversion.field_units import TYPICAL_PPM, robust_half_range
 from mqsm_nnunet.io.nifti import read_volume
+from mqsm_nnunet.phantom.cohort import write_real_cohort
 from mqsm_nnunet.phantom.freesurfer import DENTATE, RED_NUCLEUS, REGIONS, SUBSTANTIA_NIGRA, region_table
 from mqsm_nnunet.phantom.iron_nuclei import CEREBELLAR_WM, VENTRAL_DC
 from mqsm_nnunet.phantom.label_maps import EMBEDDED_DIR, embedded_anatomies, load_anatomy, read_label_map
 from mqsm_nnunet.phantom.real_subject import make_real_subject
-from mqsm_nnunet.physics import forward_field
+from mqsm_nnunet.physics import b0_direction_from_affine, forward_field
 
 VOXEL = (3.0, 3.0, 3.0)
 
@@ -127,3 +128,13 @@ def test_bad_anatomy_folders_are_refused_naming_the_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["-o", str(tmp_path / "c"), "--anatomy", str(empty), "-n", "2"])
     assert "either" in capsys.readouterr().err
+
+
+def test_embedded_cohort_turns_the_affine_for_b0_and_deals_different_brains(tmp_path):
+    b0 = np.array([0.0, 0.97, 0.26]) / np.linalg.norm([0.0, 0.97, 0.26])
+    summary = write_real_cohort(tmp_path / "cohort", 2, voxel_size=VOXEL, b0_dir=b0, shape=(48, 52, 60), seed=3)
+    assert len(set(summary.anatomies.values())) == 2
+    for case in ("sub-001", "sub-002"):
+        field = read_volume(tmp_path / "cohort" / case / "field.nii.gz")
+        assert field.data.shape == (48, 52, 60) and not (tmp_path / "cohort" / case / "field.json").exists()
+        assert abs(float(b0_direction_from_affine(field.affine) @ b0)) > 0.9999
