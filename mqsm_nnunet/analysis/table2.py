@@ -38,7 +38,8 @@ __all__ = ["REGION_GROUPS", "TABLE2_FILES", "GroupDifference", "Table2Report", "
 REGION_GROUPS = ("cortex", "deep nuclei", "other")
 _GROUP_WORDS = {
     "cortex": ("cortex", "cortical", "gyrus", "ctx"),
-    "deep nuclei": ("caudate", "putamen", "pallid", "thalam", "nigra", "red_nucleus", "rednucleus", "dentate",
+    "deep nuclei": ("caudate", "putamen", "pallid", "thalam", "nigra", "red_nucleus", "red-nucleus", "rednucleus",
+                    "dentate",
                     "accumbens", "subthalamic"),
 }
 TABLE2_FILES = ("table2.md", "table2.csv", "table2_groups.csv", "table2_subjects.csv", "table2_differences.png",

@@ -10,7 +10,8 @@ from mqsm_nnunet.demo.run import TRAINER, run
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqsm_demo",
-        description="Run mQSM end to end on a synthetic phantom cohort: generate, convert, plan, train a short "
+        description="Run mQSM end to end on a synthetic cohort built from real brains' label maps (FreeSurfer "
+                    "regions plus substantia nigra, red nucleus, dentate): generate, convert, plan, train a short "
                     "mQSM variant, predict held-out subjects, compare with classical dipole inversions, analyse "
                     "regional iron and write tables and figures to OUT/results.",
         epilog="example: mqsm_demo -o demo_output --subjects 8 --epochs 22 --iterations 25   (longer: better "
@@ -20,9 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subjects", type=int, default=8, help="cohort size; at least 5 more than --test-subjects (default: 8)")
     parser.add_argument("--test-subjects", type=int, default=2, help="held-out subjects (default: 2)")
     parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                        help="matrix size (default: the phantom's, 64 64 48)")
+                        help="matrix size, centred on each brain (default: each brain plus 6 mm)")
     parser.add_argument("--voxel-size", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                        help="voxel size in mm (default: the phantom's, 3 3 3)")
+                        help="voxel size in mm (default: 2 2 2)")
     parser.add_argument("--epochs", type=int, default=14, help=f"training epochs of {TRAINER} (default: 14)")
     parser.add_argument("--iterations", type=int, default=25, help="training iterations per epoch (default: 25)")
     parser.add_argument("--curve-points", type=int, default=3,
@@ -31,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="training/prediction device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="phantom cohort seed (default: 0)")
-    parser.add_argument("--b0-dir", type=float, nargs=3, default=(0.0, 0.26, 0.97), metavar=("X", "Y", "Z"),
-                        help="B0 direction in voxel axes (default: 15 degrees oblique, 0 0.26 0.97)")
+    parser.add_argument("--b0-dir", type=float, nargs=3, default=(0.0, 0.97, 0.26), metavar=("X", "Y", "Z"),
+                        help="B0 direction in voxel axes, written into each affine (default: 15 degrees oblique "
+                             "from the head's axis, 0 0.97 0.26: the label maps' second axis runs foot-head)")
     return parser
 
 

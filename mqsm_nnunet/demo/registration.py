@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mqsm_nnunet.analysis.table2 import Table2Report, run_table2
-from mqsm_nnunet.phantom import DEFAULT_SHAPE, DEFAULT_VOXEL_SIZE, write_template
+from mqsm_nnunet.phantom import DEFAULT_REAL_VOXEL_SIZE, write_real_template
 from mqsm_nnunet.registration.ants import DEFAULT_METHODS, register_cohort
 
 MQSM, TRUTH = "mQSM", "Ground truth"
@@ -57,7 +57,8 @@ def registration_table2(cohort: str | os.PathLike, cases: Sequence[str], predict
                         methods: Sequence[str] = DEFAULT_METHODS, seed: int = 0,
                         template_shape: Sequence[int] | None = None,
                         template_voxel_size: Sequence[float] | None = None) -> RegistrationTable2:
-    """Write the template of phantom cohort `seed` to `out_dir`/template, register it to `cases` with
+    """Write the template of real-anatomy cohort `seed` (`write_real_template`: an anatomy none of the
+    first 15 subjects uses) to `out_dir`/template, register it to `cases` with
     `methods` (`out_dir`/registered/<method>/), and Table 2 (`out_dir`/table2/): columns mQSM
     (predicted QSM + predicted segmentation) and each method (predicted QSM + registered labels),
     reference = true chi + true labels.
@@ -66,8 +67,8 @@ def registration_table2(cohort: str | os.PathLike, cases: Sequence[str], predict
         FileNotFoundError / ValueError: as `register_cohort` and `run_table2`.
     """
     cohort, out_dir = Path(cohort), Path(out_dir)
-    template = write_template(out_dir / "template", template_shape or DEFAULT_SHAPE,
-                              template_voxel_size or DEFAULT_VOXEL_SIZE, seed, overwrite=True)
+    template = write_real_template(out_dir / "template", template_voxel_size or DEFAULT_REAL_VOXEL_SIZE, seed,
+                                   shape=template_shape, overwrite=True)
     registered = register_cohort(cohort, template, out_dir / "registered", methods, cases=cases, overwrite=True)
     columns = {MQSM: (predicted_qsm, predicted_seg)}
     columns.update({NAMES.get(m, m): (predicted_qsm, registered.files[m]) for m in registered.files})
@@ -79,7 +80,7 @@ def registration_table2(cohort: str | os.PathLike, cases: Sequence[str], predict
     markdown = "\n".join([
         "## Regional susceptibility against registration (paper Table 2: ground truth, mQSM, registration)",
         "",
-        f"Registration arm: the phantom's template (mean anatomy, its own cortical folding) registered to each "
+        f"Registration arm: a template (another real brain, undeformed, noise-free T1) registered to each "
         f"held-out T1 with ANTs ({timing} per subject, 1 thread), labels carried by nearest label onto the "
         "subject's grid; each column reads the mQSM QSM with its own labels. docs/registration.md.",
         "",

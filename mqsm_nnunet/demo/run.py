@@ -73,7 +73,7 @@ def _tool(name: str) -> str:
 def run(args: argparse.Namespace) -> Path:
     import torch
 
-    from mqsm_nnunet.phantom import DEFAULT_SHAPE, DEFAULT_VOXEL_SIZE, write_cohort
+    from mqsm_nnunet.phantom import DEFAULT_REAL_VOXEL_SIZE, write_real_cohort
 
     out = Path(args.out).resolve()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -83,11 +83,10 @@ def run(args: argparse.Namespace) -> Path:
                                           "nnUNet_extTrainer")})
     steps = Steps(11, out / "logs")
 
-    steps.begin(f"phantom cohort: {args.subjects} subjects")
+    steps.begin(f"phantom cohort: {args.subjects} subjects from real anatomies (FreeSurfer labels)")
     cohort = out / "cohort"
-    summary = write_cohort(cohort, args.subjects, shape=args.shape or DEFAULT_SHAPE,
-                           voxel_size=args.voxel_size or DEFAULT_VOXEL_SIZE, b0_dir=args.b0_dir, seed=args.seed,
-                           overwrite=True, progress=True)
+    summary = write_real_cohort(cohort, args.subjects, voxel_size=args.voxel_size or DEFAULT_REAL_VOXEL_SIZE,
+                                b0_dir=args.b0_dir, shape=args.shape, seed=args.seed, overwrite=True, progress=True)
     print(summary.report(), flush=True)
     test_cases = [f"sub-{i:03d}" for i in range(args.subjects - args.test_subjects + 1, args.subjects + 1)]
 
@@ -169,15 +168,16 @@ def _learning_curve(out: Path, cohort: Path, cases: list[str], snapshots: list[P
                     epochs: int, qsm_means: dict) -> dict:
     """Held-out mean Dice and QSM NRMSE at each kept checkpoint and at the end, and their figure."""
     from mqsm_nnunet.figures import learning_curve_figure
-    from mqsm_nnunet.phantom import LABELS
+    from mqsm_nnunet.io.labels import read_labels
     from mqsm_nnunet.evaluation.scoring import qsm_scores, segmentation_scores
 
     folders = [(int(p.stem.removeprefix("checkpoint_epoch")), out / "predictions_curve" / p.stem) for p in snapshots]
     folders.append((epochs, out / "predictions"))
+    regions = read_labels(cohort / "labels.json").ids
     curve = {"iterations": [], "dice": [], "nrmse": []}
     for epoch, folder in folders:
         seg = segmentation_scores({c: folder / f"{c}.nii.gz" for c in cases},
-                                  {c: cohort / c / "labels.nii.gz" for c in cases}, LABELS)
+                                  {c: cohort / c / "labels.nii.gz" for c in cases}, regions)
         qsm = qsm_scores({c: folder / f"{c}_qsm.nii.gz" for c in cases}, {c: cohort / c / "chi.nii.gz" for c in cases},
                          {c: cohort / c / "mask.nii.gz" for c in cases})
         curve["iterations"].append(epoch * iterations)
