@@ -12,6 +12,8 @@ exactly as nnU-Net's ExperimentPlanner writes them. They are built the way train
          channels, U-Net features 16 at full resolution and at most 32 below), weights and batch in its
          channels-last-3d layout.
 - tiny_contiguous: tiny in nnU-Net's default (contiguous) layout: what the layout alone buys.
+- tiny_bf16: tiny with its forward pass under bfloat16 autocast on the CPU (the short trainers'
+  `cpu_bf16`; losses in float32, as `mQSMTrainer.training_autocast` does).
 
 One step is what the trainers' train_step does on the CPU: zero_grad, forward, nnU-Net's DC_and_CE_loss
 in a DeepSupervisionWrapper (weights 1/2^i, lowest output 0, normalized) on the segmentation outputs,
@@ -51,7 +53,7 @@ import time
 
 from mqsm_nnunet.io.dataset_metadata import DEFAULT_CHANNELS as CHANNELS  # the order mqsm_convert writes
 
-MODELS = ("plain", "mqsm", "tiny", "tiny_contiguous")
+MODELS = ("plain", "mqsm", "tiny", "tiny_contiguous", "tiny_bf16")
 
 
 def plan_configuration(patch: list[int]) -> dict:
@@ -105,7 +107,7 @@ def _build(model: str, configuration: dict, classes: int):
         arch, network_class_name="mqsm_nnunet.network.mqsm_net.MQSMNet",
         arch_kwargs={**arch["arch_kwargs"], **mQSMPlanner.mqsm_network_kwargs,
                      "t1_channels": [CHANNELS["t1"]], "qsm_minus_channel": CHANNELS["qsm_minus"]}))
-    trainer = mQSMTrainer if model == "mqsm" else mQSMTrainer_tiny
+    trainer = mQSMTrainer if model == "mqsm" else mQSMTrainer_tiny   # tiny, tiny_contiguous, tiny_bf16
     described = plans_describing_network({"configurations": {"3d_fullres": mqsm_configuration}}, "3d_fullres",
                                          trainer.network_overrides, trainer.max_unet_features)
     network = build_mqsm_network(ConfigurationManager(described["configurations"]["3d_fullres"]), n_inputs, classes,
@@ -197,8 +199,11 @@ def _child(model: str, patch: list[int], batch: int, classes: int, threads: int)
         if model == "plain":
             loss = segmentation_loss(network(data), target)
         else:
-            segmentation, qsm = network(data, with_qsm=True)
-            loss = reconstruction_loss(qsm, qsm_minus, field, mask).total + segmentation_loss(segmentation, target)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=model == "tiny_bf16"):
+                segmentation, qsm = network(data, with_qsm=True)
+            segmentation = [s.float() for s in segmentation]
+            loss = (reconstruction_loss(qsm.float(), qsm_minus, field, mask).total
+                    + segmentation_loss(segmentation, target))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 12)
         optimizer.step()

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  mqsm_predict -i $nnUNet_raw/Dataset501_Phantom/imagesTs -o pred -d 501 -c 3d_fullres -f 0\n"
                "  mqsm_predict -i my_cohort -o pred -d 501 -f 0 1 2 3 4      # in-house subject folders\n"
+               "  mqsm_predict -i my_cohort -o pred --pretrained -device cpu  # the shipped model, no training\n"
                "  mqsm_predict -i my_cohort -o pred -d 501 --field-units hz --b0 3\n"
                "field maps only (sub-001/field.nii.gz + mask.nii.gz; docs/qsm_only.md):\n"
                "  mqsm_predict -i my_fields -o qsm -d 501 -f 0                # any mQSM model: <case>_qsm.nii.gz\n"
@@ -56,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "field.nii.gz, mask.nii.gz; without t1.nii.gz: QSM only)")
     parser.add_argument("-o", dest="output_folder", required=True,
                         help="output folder (created; not the input folder or inside it)")
-    parser.add_argument("-d", dest="dataset_id", required=True, help="dataset name or id the model was trained on")
+    parser.add_argument("-d", dest="dataset_id", help="dataset name or id the model was trained on (required unless "
+                                                      "--pretrained)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="use the model that ships with the package (pretrained on the real-anatomy cohort: "
+                             "FreeSurfer regions plus substantia nigra, red nucleus, dentate; 2 mm): no training, "
+                             "no nnUNet_results; -d, -tr, -p, -c and -f are not used")
     parser.add_argument("-p", dest="plans", default=DEFAULT_PLANS, help=f"plans identifier (default: {DEFAULT_PLANS})")
     parser.add_argument("-tr", dest="trainer", default=DEFAULT_TRAINER,
                         help=f"trainer class (default: {DEFAULT_TRAINER})")
@@ -122,23 +128,39 @@ def run(args: argparse.Namespace) -> int:
     from mqsm_nnunet.io.nnunet_datasets import check_process_counts, resolve_dataset
 
     check_process_counts()
-    if not os.environ.get("nnUNet_results"):
+    if args.pretrained == (args.dataset_id is not None):
+        raise UsageError("give either -d DATASET (a model you trained) or --pretrained (the shipped model)")
+    if not args.pretrained and not os.environ.get("nnUNet_results"):
         raise ValueError("nnUNet_results is not set: export nnUNet_results=/path/to/nnUNet_results (where the "
                          "trained model is)")
-    dataset = resolve_dataset(args.dataset_id)
+    dataset = None if args.pretrained else resolve_dataset(args.dataset_id)
     input_dir, out_dir = _folders(args)
 
-    import torch
     from nnunetv2.utilities.file_path_utilities import get_output_folder
-
-    from mqsm_nnunet.predict.model_folder import check_model_folder
-    from mqsm_nnunet.predict.staging import check_channel_files, is_inhouse_cohort, stage_inhouse_cohort
 
     bad_folds = [f for f in args.folds if f != "all" and not f.isdigit()]
     if bad_folds:
         raise UsageError(f"`folds` must be fold numbers or 'all'; got {' '.join(bad_folds)}")
     folds = [f if f == "all" else int(f) for f in args.folds]
-    model_folder = Path(get_output_folder(dataset, args.trainer, args.plans, args.configuration))
+    with tempfile.TemporaryDirectory(prefix="mqsm_pretrained_") as links:
+        if args.pretrained:
+            from mqsm_nnunet.pretrained import pretrained_model_folder
+
+            folds, args.checkpoint_name = ["all"], "checkpoint_final.pth"
+            model_folder = pretrained_model_folder(links)
+        else:
+            model_folder = Path(get_output_folder(dataset, args.trainer, args.plans, args.configuration))
+        return _check_and_predict(args, model_folder, folds, input_dir, out_dir)
+
+
+def _check_and_predict(args: argparse.Namespace, model_folder: Path, folds: list, input_dir: Path,
+                       out_dir: Path) -> int:
+    """Check the model and the inputs, then predict into `out_dir` (removed again on failure when new)."""
+    import torch
+
+    from mqsm_nnunet.predict.model_folder import check_model_folder
+    from mqsm_nnunet.predict.staging import check_channel_files, is_inhouse_cohort, stage_inhouse_cohort
+
     dataset_json = check_model_folder(model_folder, folds, args.checkpoint_name)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("-device cuda, but no CUDA GPU is available: pass -device cpu")

@@ -1,7 +1,8 @@
 """`mqsm_demo`: the whole mQSM path on the synthetic cohort, in one command.
 
-phantom cohort -> mqsm_convert -> mqsm_plan_and_preprocess -> nnUNetv2_train
-(mQSMTrainer_tiny_inputFusionMap) -> mqsm_predict on the held-out subjects -> classical baselines on the same fields -> QSM and
+real-anatomy phantom cohort -> mqsm_convert -> mqsm_plan_and_preprocess -> nnUNetv2_train
+(mQSMTrainer_tiny_inputFusionMap, fine-tuned from the shipped pretrained model unless --from-scratch:
+its plans' network adopted, `pretrained.adopt_pretrained_plans`) -> mqsm_predict on the held-out subjects -> classical baselines on the same fields -> QSM and
 segmentation metrics against the phantom's truth -> iron table (mQSM vs truth) -> registration arm
 (template labels by ANTs, Table 2 with mQSM and truth; `demo.registration`) -> QC figures ->
 results/summary.md and results/summary.json. The nnU-Net steps run the real command-line tools as
@@ -11,6 +12,7 @@ inside the output folder, so the demo never touches a user's own nnUNet_raw/resu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -101,11 +103,21 @@ def run(args: argparse.Namespace) -> Path:
                                       "--no_pbar", "--clean"], env)
     from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
 
-    write_short_training(out / "nnUNet_preprocessed" / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}" / f"{PLANS}.json",
-                         ShortTraining(args.epochs, args.iterations, snapshot_every))
+    plans_file = out / "nnUNet_preprocessed" / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}" / f"{PLANS}.json"
+    start_from = None
+    if not args.from_scratch:
+        from mqsm_nnunet.pretrained import adopt_pretrained_plans, check_same_labels, pretrained_file
 
+        check_same_labels(json.loads((raw / "dataset.json").read_text()))
+        adopt_pretrained_plans(plans_file)
+        start_from = str(pretrained_file("weights"))
+    write_short_training(plans_file, ShortTraining(args.epochs, args.iterations, snapshot_every,
+                                                   cpu_bf16=not args.fp32, initial_weights=start_from))
+
+    origin = "from scratch" if start_from is None else f"fine-tuning the pretrained model ({start_from})"
     steps.begin(f"nnUNetv2_train {DATASET_ID} 3d_fullres all -tr {TRAINER} ({args.epochs} epochs x "
-                f"{args.iterations} iterations on all {args.subjects - args.test_subjects} training subjects, {device})")
+                f"{args.iterations} iterations on all {args.subjects - args.test_subjects} training subjects, {device}, "
+                f"{origin})")
     steps.run("train", [_tool("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "all", "-tr", TRAINER, "-p", PLANS,
                         "-device", device], env)
 

@@ -42,7 +42,7 @@ def write_summary(results: Path, args, dataset: str, trainer: str, cohort_summar
         f"({len(cases)} held out: {', '.join(cases)}; anatomies: {_anatomies(cohort_summary, cases)}), matrix "
         f"{'each brain plus 6 mm' if cohort_summary.shape is None else list(cohort_summary.shape)}, voxel "
         f"{list(cohort_summary.voxel_size)} mm, B0 {_b0(cohort_summary)} (voxel axes), seed {args.seed}. Training: {trainer}, {args.epochs} epochs x {args.iterations} iterations "
-        f"on all training subjects (fold all), {device}. All numbers on the held-out subjects, against the phantom's "
+        f"on all training subjects (fold all), {device}, {_start(args)}. All numbers on the held-out subjects, against the phantom's "
         "true susceptibility and labels, inside the brain mask.",
         "",
         _what_the_network_added(qsm_means, curve),
@@ -90,6 +90,7 @@ def write_summary(results: Path, args, dataset: str, trainer: str, cohort_summar
     summary = {
         "dataset": dataset,
         "training": {"trainer": trainer, "epochs": args.epochs, "iterations_per_epoch": args.iterations,
+                     "start": _start(args),
                      "fold": "all", "device": device},
         "learning_curve": curve,
         "qsm_metrics": {m: {k: float(v) for k, v in qsm_means[m].items() if k != "case"}
@@ -170,3 +171,16 @@ def _region_rows(seg_summary: list[dict]) -> list[dict]:
     nucleus, dentate) first."""
     rows = [r for r in seg_summary if r["region"] != "mean"]
     return sorted(rows, key=lambda r: not any(w in r["region"].lower() for w in IRON_NUCLEUS_WORDS))
+
+
+def _start(args) -> str:
+    """How the demo's training started and in which precision."""
+    precision = "float32" if args.fp32 else "bfloat16 forward pass"
+    if args.from_scratch:
+        return f"from random weights, {precision}"
+    from mqsm_nnunet.pretrained import pretrained_file
+
+    record = json.loads(pretrained_file("record").read_text())
+    return (f"fine-tuned from the shipped model pretrained on {record['subjects']} real-anatomy subjects for "
+            f"{record['epochs'] * record['iterations_per_epoch']} iterations (none of the held-out anatomies: "
+            f"{', '.join(record['held_out'])}), {precision}")

@@ -189,7 +189,7 @@ def _subject_folder_name(stem: str) -> str:
 def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None, anatomy_dir: str | os.PathLike | None = None,
                       voxel_size: Sequence[float] = DEFAULT_REAL_VOXEL_SIZE, b0_dir: Sequence[float] | None = None,
                       shape: Sequence[int] | None = None,
-                      seed: int = 0, *, noise: float = DEFAULT_FIELD_NOISE, t1_noise: float = DEFAULT_T1_NOISE,
+                      seed: int = 0, *, anatomies: Sequence[str] | None = None, noise: float = DEFAULT_FIELD_NOISE, t1_noise: float = DEFAULT_T1_NOISE,
                       chi_variation: float = DEFAULT_CHI_VARIATION, overwrite: bool = False,
                       progress: bool = False) -> CohortSummary:
     """Write a cohort simulated from real label maps (`real_subject.make_real_subject`), FreeSurfer ids.
@@ -200,6 +200,7 @@ def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None,
     one subject per label map there (`label_maps.anatomy_files`), `sub-<file stem>`, undeformed, in the
     label map's own physical space (`n_subjects` must be None); `b0_dir` goes to each subject's field.json
     (`B0_dir`) so the affine stays the label map's. `shape`: a fixed grid centred on each brain.
+    `anatomies`: deal only these embedded label maps (names as "anatomy_03"), in the seed's order.
 
     Raises:
         ValueError: a bad count, seed, voxel size, B0 or level, an unreadable label map (naming it), or a
@@ -209,7 +210,9 @@ def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None,
         if n_subjects is None:
             raise ValueError("give -n/--subjects (subjects drawn from the embedded anatomies) or --anatomy DIR")
         _check_count_and_seed(n_subjects, seed)
-        files = _anatomy_order(seed)
+        files = [p for p in _anatomy_order(seed) if anatomies is None or label_map_stem(p) in set(anatomies)]
+        if not files:
+            raise ValueError(f"`anatomies` names none of the embedded label maps (anatomy_01 ... anatomy_16): {anatomies}")
         plan = [(f"sub-{k:03d}", files[(k - 1) % len(files)], k) for k in range(1, int(n_subjects) + 1)]
     else:
         if n_subjects is not None:

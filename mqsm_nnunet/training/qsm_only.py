@@ -24,7 +24,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
@@ -78,7 +77,7 @@ class mQSMTrainer_QSM(mQSMTrainer):
         data, coordinates = self.batch_images(batch)
         b0_dir, dc_weights = self.patch_b0_dir(batch["keys"], coordinates)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+        with self.training_autocast():
             qsm = self.network(data)
         rec = self.reconstruction_terms(qsm.float(), data, b0_dir, dc_weights)
         self.optimizer_step(rec["total"])

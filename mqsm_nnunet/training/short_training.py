@@ -5,7 +5,10 @@ class name determine a training. So the length of mQSMTrainer_tiny and the other
 written into the configuration they train under, `mqsm_short_training` = {"epochs",
 "iterations_per_epoch", "snapshot_every"}; nnU-Net copies the plans into the results folder, which
 then records the length the model was trained for. `snapshot_every` > 0 also keeps
-`checkpoint_epoch<E>.pth` every that many epochs (learning curves). Without the entry the short
+`checkpoint_epoch<E>.pth` every that many epochs (learning curves); `cpu_bf16` runs the networks'
+forward pass under bfloat16 autocast when training on the CPU (the losses stay float32; a CPU with
+AVX512-BF16 takes about half the time per step, docs/training.md); `initial_weights` names a
+checkpoint to start from, segmentation outputs included (`initial_weights.py`). Without the entry the short
 variants run `DEFAULT` (3 x 4 iterations). mQSMTrainer itself ignores the entry: it trains nnU-Net's
 length (1000 x 250).
 """
@@ -25,13 +28,21 @@ RETIRED_VARIABLES = ("MQSM_TINY_EPOCHS", "MQSM_TINY_ITERATIONS", "MQSM_TINY_SNAP
 
 @dataclass(frozen=True)
 class ShortTraining:
-    """Length of a short variant's training: epochs x iterations per epoch, snapshots every E epochs."""
+    """Length of a short variant's training: epochs x iterations per epoch, snapshots every E epochs,
+    whether the CPU forward pass runs in bfloat16, and the checkpoint it starts from (None: at random)."""
 
     epochs: int = 3
     iterations_per_epoch: int = 4
     snapshot_every: int = 0
+    cpu_bf16: bool = False
+    initial_weights: str | None = None
 
     def __post_init__(self):
+        if not isinstance(self.cpu_bf16, bool):
+            raise ValueError(f"`cpu_bf16` of the short training must be true or false, got {self.cpu_bf16!r}")
+        if self.initial_weights is not None and not isinstance(self.initial_weights, str):
+            raise ValueError(f"`initial_weights` of the short training must be a checkpoint path, got "
+                             f"{self.initial_weights!r}")
         for name, value, least in (("epochs", self.epochs, 1), ("iterations_per_epoch", self.iterations_per_epoch, 1),
                                    ("snapshot_every", self.snapshot_every, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:

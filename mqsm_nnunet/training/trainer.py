@@ -91,6 +91,8 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
     #: dilated recon net, the narrow two-stream stages) run 1.5-3x faster in it, a whole tiny step
     #: about 0.9x as long (bench_train_step, tiny vs tiny_contiguous; docs/training.md).
     channels_last: ClassVar[bool] = False
+    #: bfloat16 autocast of the forward pass on the CPU; the short variants set it from the plans.
+    cpu_bf16: bool = False
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -246,7 +248,7 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
         b0_dir, dc_weights = self.patch_b0_dir(batch["keys"], coordinates)
 
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+        with self.training_autocast():
             segmentation, qsm = self.network(data, with_qsm=True, reconstruction_grad=train_reconstruction)
             loss_seg = self.loss(segmentation, target)
         rec = self.reconstruction_terms(qsm.float(), data, b0_dir, dc_weights)
@@ -258,6 +260,15 @@ class mQSMTrainer(FinalQSMValidation, NoMirroring, nnUNetTrainer):
         self.optimizer_step(loss)
         return {"loss": loss.detach().cpu().numpy(), "loss_seg": loss_seg.detach().cpu().numpy(),
                 **{f"loss_{k}" if k != "total" else "loss_rec": v.detach().cpu().numpy() for k, v in rec.items()}}
+
+    def training_autocast(self):
+        """The forward pass's precision: nnU-Net's AMP on CUDA, bfloat16 on the CPU where the plans' short
+        training asks for it (`cpu_bf16`), else float32. The losses are computed in float32 outside it."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", enabled=True)
+        if self.cpu_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return dummy_context()
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
         """Backward, per-task clipping and the optimizer step, through the AMP grad scaler on CUDA: the

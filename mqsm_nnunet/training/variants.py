@@ -22,6 +22,7 @@ import os
 import torch
 
 from mqsm_nnunet.training.schedule import TaskPolyLR
+from mqsm_nnunet.training.initial_weights import load_matching_weights
 from mqsm_nnunet.training.short_training import ShortTraining, check_no_retired_variables
 from mqsm_nnunet.training.trainer import mQSMTrainer
 
@@ -45,7 +46,16 @@ class ShortLength:
         self.short_training = ShortTraining.from_configuration(self.configuration_manager.configuration)
         self.num_epochs = self.short_training.epochs
         self.num_iterations_per_epoch = self.short_training.iterations_per_epoch
+        self.cpu_bf16 = self.short_training.cpu_bf16
         self.num_val_iterations_per_epoch = 2
+
+    def on_train_start(self):
+        super().on_train_start()
+        path = self.short_training.initial_weights
+        if path is not None and self.current_epoch == 0:
+            copied, total = load_matching_weights(self.network, path)
+            self.print_to_log_file(f"Initial weights from {path}: {copied} of {total} tensors (all whose name and "
+                                   "shape match, segmentation outputs included)")
 
     def on_epoch_end(self):
         super().on_epoch_end()               # nnU-Net counts current_epoch up at its end

@@ -127,11 +127,14 @@ def _nrmse_on_case(trainer, case: str, cohort: Path) -> tuple[float, float]:
     return nrmse(qsm * mask, chi, mask), nrmse(data[c.qsm_minus].numpy() * mask, chi, mask)
 
 
-def test_a_short_cpu_training_brings_the_qsm_closer_to_the_truth_than_qsm_minus(nnunet_env):
+@pytest.mark.parametrize("cpu_bf16", [False, True], ids=["float32", "bfloat16"])
+def test_a_short_cpu_training_brings_the_qsm_closer_to_the_truth_than_qsm_minus(nnunet_env, cpu_bf16):
+    """Also with the forward pass in bfloat16 (the demo's `cpu_bf16`): the QSM still learns."""
     from mqsm_nnunet.training.variants import mQSMTrainer_tiny
 
     cohort = nnunet_env
     trainer = _trainer(mQSMTrainer_tiny, 771)
+    trainer.cpu_bf16 = cpu_bf16
     trainer.on_train_start()
     before, qsm_minus = _nrmse_on_case(trainer, "sub-001", cohort)
     assert before == pytest.approx(qsm_minus, abs=1e-4)          # an untrained net returns QSM-
@@ -140,7 +143,8 @@ def test_a_short_cpu_training_brings_the_qsm_closer_to_the_truth_than_qsm_minus(
         trainer.train_step(next(trainer.dataloader_train))
     after, _ = _nrmse_on_case(trainer, "sub-001", cohort)
     trainer.on_train_end()
-    print(f"NRMSE against the truth: QSM- {qsm_minus:.2f} %, after 40 steps {after:.2f} %")
+    print(f"NRMSE against the truth ({'bfloat16' if cpu_bf16 else 'float32'}): QSM- {qsm_minus:.2f} %, "
+          f"after 40 steps {after:.2f} %")
     assert after < qsm_minus - 0.25, (after, qsm_minus)   # a learning rate of 0 leaves it equal
 
 

@@ -17,14 +17,16 @@ def test_written_length_is_read_back_from_the_plans(tmp_path):
     write_short_training(plans_file, ShortTraining(8, 20, 2))
     plans = json.loads(plans_file.read_text())
     assert plans["configurations"]["3d_fullres"][PLANS_KEY] == {"epochs": 8, "iterations_per_epoch": 20,
-                                                                "snapshot_every": 2}
+                                                                "snapshot_every": 2, "cpu_bf16": False,
+                                                                "initial_weights": None}
     assert PLANS_KEY not in plans["configurations"]["2d"]
     assert ShortTraining.from_configuration(plans["configurations"]["3d_fullres"]) == ShortTraining(8, 20, 2)
     assert [p.name for p in tmp_path.iterdir()] == ["mQSMPlans.json"]      # no temporary file left
 
 
 @pytest.mark.parametrize("entry, message", [({"epochs": 0}, "epochs"), ({"iterations_per_epoch": 2.5}, "iterations"),
-                                            ({"snapshot_every": -1}, "snapshot_every"), ({"epoch": 3}, "unknown keys")])
+                                            ({"snapshot_every": -1}, "snapshot_every"), ({"epoch": 3}, "unknown keys"),
+                                            ({"cpu_bf16": 1}, "cpu_bf16"), ({"initial_weights": 3}, "initial_weights")])
 def test_bad_entries_are_refused_by_name(entry, message):
     with pytest.raises(ValueError, match=message):
         ShortTraining.from_configuration({PLANS_KEY: entry})
