@@ -27,7 +27,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -42,17 +41,32 @@ HELD_OUT = ("anatomy_03", "anatomy_06", "anatomy_16")
 template made of anatomy_16: none of them is seen here."""
 
 
-def export(model_folder: Path) -> None:
-    """Copy the final weights (the optimizer's state left out), plans and dataset.json of a trained model
-    folder into the package."""
+def export(model_folder: Path, checkpoint_name: str, args: argparse.Namespace) -> dict:
+    """Copy a checkpoint's weights (the optimizer's state left out), the plans and dataset.json of a
+    trained model folder into the package, with record.json (how it was made); returns the record."""
     import torch
 
     PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
-    checkpoint = torch.load(model_folder / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(model_folder / "fold_all" / checkpoint_name, map_location="cpu", weights_only=False)
+    log = checkpoint["logging"]
     kept = {k: v for k, v in checkpoint.items() if k not in ("optimizer_state", "grad_scaler_state", "logging")}
     torch.save(kept, PRETRAINED_DIR / PRETRAINED_FILES["weights"])
     shutil.copy(model_folder / "plans.json", PRETRAINED_DIR / PRETRAINED_FILES["plans"])
     shutil.copy(model_folder / "dataset.json", PRETRAINED_DIR / PRETRAINED_FILES["dataset"])
+    epochs_done = int(checkpoint["current_epoch"])
+    record = {
+        "command": "python scripts/pretrain_demo_model.py " + " ".join(sys.argv[1:]),
+        "subjects": args.subjects, "seed": args.seed, "held_out": list(HELD_OUT),
+        "anatomies": [f"anatomy_{k:02d}" for k in range(1, 17) if f"anatomy_{k:02d}" not in HELD_OUT],
+        "epochs": epochs_done, "planned_epochs": args.epochs, "iterations_per_epoch": args.iterations,
+        "checkpoint": checkpoint_name, "patch": args.patch, "cpu_bf16": True, "trainer": TRAINER, "plans": PLANS,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
+                   f"{platform.python_version()}, torch {torch.__version__}",
+        "seconds_training": round(log["epoch_end_timestamps"][epochs_done - 1] - log["epoch_start_timestamps"][0]),
+        "ema_pseudo_dice": float(log["ema_fg_dice"][epochs_done - 1]),
+    }
+    (PRETRAINED_DIR / PRETRAINED_FILES["record"]).write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def main() -> None:
@@ -65,10 +79,13 @@ def main() -> None:
     parser.add_argument("--snapshot-every", type=int, default=5)
     parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64])
     parser.add_argument("--export-only", type=Path, metavar="MODEL_FOLDER",
-                        help="only copy a trained model folder (nnUNet_results/.../<trainer>__<plans>__3d_fullres) in")
+                        help="only copy a trained model folder (nnUNet_results/.../<trainer>__<plans>__3d_fullres) in, "
+                             "with the other flags as the training had them")
+    parser.add_argument("--checkpoint", default="checkpoint_final.pth",
+                        help="with --export-only: which checkpoint (e.g. checkpoint_epoch30.pth of a stopped run)")
     args = parser.parse_args()
     if args.export_only is not None:
-        export(args.export_only)
+        print(json.dumps(export(args.export_only, args.checkpoint, args), indent=2))
         return
     if args.work is None:
         parser.error("--work is required")
@@ -82,7 +99,6 @@ def main() -> None:
     os.environ.update({k: str(v) for k, v in env.items()})
     os.environ.update({"nnUNet_extTrainer": trainer_folders(), "nnUNet_n_proc_DA": "1", "nnUNet_compile": "false",
                        "nnUNet_def_n_proc": "1"})
-    start = time.perf_counter()
 
     from mqsm_nnunet.conversion import convert_cohort
     from mqsm_nnunet.phantom.cohort import write_real_cohort
@@ -103,27 +119,13 @@ def main() -> None:
     plans["configurations"]["3d_fullres"]["patch_size"] = list(args.patch)
     plans_file.write_text(json.dumps(plans, indent=4))
     write_short_training(plans_file, ShortTraining(args.epochs, args.iterations, args.snapshot_every, cpu_bf16=True))
-    prepared = time.perf_counter() - start
 
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
 
     trainer = get_trainer_from_args(str(DATASET_ID), "3d_fullres", "all", TRAINER, PLANS, device=torch.device("cpu"))
     trainer.run_training()
-    trained = time.perf_counter() - start - prepared
-
-    export(Path(trainer.output_folder_base))
-    record = {
-        "command": "python scripts/pretrain_demo_model.py " + " ".join(sys.argv[1:]),
-        "subjects": args.subjects, "seed": args.seed, "anatomies": kept, "held_out": list(HELD_OUT),
-        "epochs": args.epochs, "iterations_per_epoch": args.iterations, "patch": args.patch, "cpu_bf16": True,
-        "trainer": TRAINER, "plans": PLANS, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{platform.python_implementation()} {platform.python_version()}, torch {torch.__version__}",
-        "seconds_preparing": round(prepared), "seconds_training": round(trained),
-        "final_ema_pseudo_dice": float(trainer.logger.local_logger.my_fantastic_logging["ema_fg_dice"][-1]),
-    }
-    (PRETRAINED_DIR / PRETRAINED_FILES["record"]).write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    print(json.dumps(export(Path(trainer.output_folder_base), "checkpoint_final.pth", args), indent=2))
 
 
 if __name__ == "__main__":

@@ -39,3 +39,8 @@ class SmoothField:
         """Field values (float32) at points given by equally shaped coordinate arrays in mm."""
         index = [(np.asarray(c, dtype=np.float32) - o) / self.spacing for c, o in zip((x, y, z), self.origin)]
         return ndimage.map_coordinates(self.values, index, order=1, mode="nearest", output=np.float32)
+
+
+def clipped_normal(rng: np.random.Generator, sd: float, limit: float, n: int) -> np.ndarray:
+    """n draws of N(0, sd) clipped to [-limit, limit]: random pose and contrast parameters kept plausible."""
+    return np.clip(rng.normal(0.0, sd, n), -limit, limit)

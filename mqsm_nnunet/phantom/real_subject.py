@@ -23,8 +23,8 @@ from scipy.spatial.transform import Rotation
 from mqsm_nnunet.io.grid import check_voxel_size
 from mqsm_nnunet.phantom.freesurfer import CSF, EXTRA_CEREBRAL_CSF, REGIONS
 from mqsm_nnunet.phantom.label_maps import Anatomy
-from mqsm_nnunet.phantom.random_fields import SmoothField
-from mqsm_nnunet.phantom.subject import PhantomSubject, check_levels, check_shape, rotation_onto_z
+from mqsm_nnunet.phantom.random_fields import SmoothField, clipped_normal
+from mqsm_nnunet.phantom.subject import PhantomSubject, block_mean, check_levels, check_shape, rotation_onto_z
 from mqsm_nnunet.phantom.tissue_values import STRUCTURE_OF_REGION, VEIN_CHI_PPB, chi_ppb, t1w
 from mqsm_nnunet.physics import b0_direction_from_affine, forward_field, unit_b0_direction
 
@@ -48,10 +48,6 @@ T1_SCALE = 1000.0
 _LOOKUP_SIZE = 1024            # ids of FreeSurfer's aseg and SynthSeg's head tissues lie below this
 
 
-def _clipped(rng: np.random.Generator, sd: float, limit: float, n: int) -> np.ndarray:
-    return np.clip(rng.normal(0.0, sd, n), -limit, limit)
-
-
 @dataclass(frozen=True)
 class _Deformation:
     """Subject world mm -> label-map world mm: x_s = c + A (x - c) + d(x), A = rotation x size, d smooth."""
@@ -66,9 +62,9 @@ class _Deformation:
 
     @classmethod
     def draw(cls, rng: np.random.Generator, centre: np.ndarray) -> _Deformation:
-        rotation = Rotation.from_euler("xyz", _clipped(rng, ROTATION_SD_DEG, ROTATION_LIMIT_DEG, 3), degrees=True)
-        size = np.exp(_clipped(rng, SCALE_SD, SCALE_LIMIT, 1) + _clipped(rng, AXIS_SCALE_SD, AXIS_SCALE_LIMIT, 3))
-        shift = _clipped(rng, SHIFT_SD_MM, SHIFT_LIMIT_MM, 3)
+        rotation = Rotation.from_euler("xyz", clipped_normal(rng, ROTATION_SD_DEG, ROTATION_LIMIT_DEG, 3), degrees=True)
+        size = np.exp(clipped_normal(rng, SCALE_SD, SCALE_LIMIT, 1) + clipped_normal(rng, AXIS_SCALE_SD, AXIS_SCALE_LIMIT, 3))
+        shift = clipped_normal(rng, SHIFT_SD_MM, SHIFT_LIMIT_MM, 3)
         low, high = centre - 130.0, centre + 130.0
         warp = [SmoothField.draw(rng, low, high, WARP_SPACING_MM) for _ in range(3)]
         return cls(centre + shift, rotation.as_matrix() * size, warp)
@@ -129,11 +125,6 @@ def _sample_labels(anatomy: Anatomy, source_world: list[np.ndarray]) -> np.ndarr
     return ndimage.map_coordinates(anatomy.labels, index, order=0, mode="constant", cval=0)
 
 
-def _block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
-    n = [size // factor for size in volume.shape]
-    return volume.reshape(n[0], factor, n[1], factor, n[2], factor).mean(axis=(1, 3, 5), dtype=np.float64)
-
-
 def _regional_chi(rng: np.random.Generator, variation: float) -> np.ndarray:
     """Per-id susceptibility (ppb): literature x (1 + e), e shared half by left and right, truncated at 2.5 sd."""
     structures = sorted(set(STRUCTURE_OF_REGION.values()))
@@ -149,7 +140,7 @@ def _regional_chi(rng: np.random.Generator, variation: float) -> np.ndarray:
 def _t1_lookup(rng: np.random.Generator) -> np.ndarray:
     """Per-id T1w (white matter 1): measured contrast x a per-structure jitter; head ids uniform at random."""
     structures = sorted(set(STRUCTURE_OF_REGION.values()))
-    jitter = dict(zip(structures, np.exp(_clipped(rng, T1_CONTRAST_SD, 3 * T1_CONTRAST_SD, len(structures)))))
+    jitter = dict(zip(structures, np.exp(clipped_normal(rng, T1_CONTRAST_SD, 3 * T1_CONTRAST_SD, len(structures)))))
     jitter["white_matter"] = 1.0
     lookup = rng.uniform(*HEAD_T1W_RANGE, _LOOKUP_SIZE).astype(np.float32)
     lookup[0] = 0.0
@@ -216,14 +207,14 @@ def make_real_subject(anatomy: Anatomy, index: int, seed: int = 0, *,
     del points, chi_ppb_inside, inside
 
     fine_voxel = tuple(v / factor for v in voxel_size)
-    clean = _block_mean(forward_field(fine_chi, fine_voxel, b0), factor).astype(np.float32)
-    chi = np.where(mask, _block_mean(fine_chi, factor), 0.0).astype(np.float32)
+    clean = block_mean(forward_field(fine_chi, fine_voxel, b0), factor).astype(np.float32)
+    chi = np.where(mask, block_mean(fine_chi, factor), 0.0).astype(np.float32)
     del fine_chi
     noise_std = float(noise * clean[mask].std()) if mask.any() else 0.0
     field = np.zeros(grid.shape, dtype=np.float32)
     field[mask] = clean[mask] + noise_std * rng_scan.standard_normal(int(mask.sum()), dtype=np.float32)
 
-    t1 = _t1_image(_block_mean(_t1_lookup(rng_values)[fine_labels], factor).astype(np.float32), grid, rng_scan,
+    t1 = _t1_image(block_mean(_t1_lookup(rng_values)[fine_labels], factor).astype(np.float32), grid, rng_scan,
                    t1_noise)
     region_chi = {REGIONS[i]: float(values[i]) for i in REGIONS}
     return PhantomSubject(int(index), t1, field, chi, mask.astype(np.uint8), np.where(mask, labels, 0).astype(np.uint16),
@@ -241,7 +232,7 @@ def _turned_towards(affine: np.ndarray, centre: np.ndarray, b0_voxel: tuple[floa
 
 def _t1_image(t1w_map: np.ndarray, grid: _Grid, rng: np.random.Generator, t1_noise: float) -> np.ndarray:
     """The acquired T1 from the partial-volume T1w map: gamma, bias field, PSF blur, Rician noise."""
-    gamma = float(np.exp(_clipped(rng, T1_GAMMA_SD, 3 * T1_GAMMA_SD, 1)[0]))
+    gamma = float(np.exp(clipped_normal(rng, T1_GAMMA_SD, 3 * T1_GAMMA_SD, 1)[0]))
     world = grid.world(1)
     centre = [float(c.mean()) for c in world]
     bias = SmoothField.draw(rng, [c - 130.0 for c in centre], [c + 130.0 for c in centre], BIAS_SPACING_MM)

@@ -21,7 +21,7 @@ from scipy.spatial.transform import Rotation
 from mqsm_nnunet.io.grid import check_voxel_size
 from mqsm_nnunet.phantom.anatomy import (BRAIN_HIGH, BRAIN_LOW, HEAD_CENTRE, LABELS, REGION_TISSUE,
                                          SUSCEPTIBILITY_PPB, TISSUES, Space, build_anatomy, head_t1w, render)
-from mqsm_nnunet.phantom.random_fields import SmoothField
+from mqsm_nnunet.phantom.random_fields import SmoothField, clipped_normal
 from mqsm_nnunet.physics import forward_field, unit_b0_direction
 
 DEFAULT_SHAPE = (64, 64, 48)
@@ -148,10 +148,6 @@ def default_supersampling(shape: Sequence[int]) -> int:
     return 1
 
 
-def _clipped(rng: np.random.Generator, sd: float, limit: float, n: int) -> np.ndarray:
-    return np.clip(rng.normal(0.0, sd, n), -limit, limit)
-
-
 @dataclass(frozen=True)
 class _Pose:
     """A subject's placement of the anatomy in the image: size, rotation, shift (mm) and smooth warp."""
@@ -166,9 +162,9 @@ class _Pose:
         """A random pose; with rng None the mean pose (size 1, no rotation, shift or warp), as for the template."""
         if rng is None:
             return cls(np.ones(3), np.eye(3), np.zeros(3), None)
-        scale = np.exp(_clipped(rng, POSE_SCALE_SD, POSE_SCALE_LIMIT, 1) + _clipped(rng, AXIS_SCALE_SD, AXIS_SCALE_LIMIT, 3))
-        rotation = Rotation.from_euler("xyz", _clipped(rng, ROTATION_SD_DEG, ROTATION_LIMIT_DEG, 3), degrees=True).as_matrix()
-        shift = _clipped(rng, SHIFT_SD_MM, SHIFT_LIMIT_MM, 3)
+        scale = np.exp(clipped_normal(rng, POSE_SCALE_SD, POSE_SCALE_LIMIT, 1) + clipped_normal(rng, AXIS_SCALE_SD, AXIS_SCALE_LIMIT, 3))
+        rotation = Rotation.from_euler("xyz", clipped_normal(rng, ROTATION_SD_DEG, ROTATION_LIMIT_DEG, 3), degrees=True).as_matrix()
+        shift = clipped_normal(rng, SHIFT_SD_MM, SHIFT_LIMIT_MM, 3)
         warp = [SmoothField.draw(rng, (_FIELD_BOX[0],) * 3, (_FIELD_BOX[1],) * 3, WARP_SPACING_MM) for _ in range(3)]
         return cls(scale, rotation, shift, warp)
 
@@ -191,7 +187,7 @@ class _Pose:
         return Space(*coords)
 
 
-def _block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
+def block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
     """Mean over factor^3 blocks: a finer grid's voxels back onto the grid it subdivides."""
     n = [size // factor for size in volume.shape]
     return volume.reshape(n[0], factor, n[1], factor, n[2], factor).mean(axis=(1, 3, 5), dtype=np.float64)
@@ -297,8 +293,8 @@ def make_subject(index: int, shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: S
         fine_space = pose.coordinates(fine_shape, fine_voxel)
         fine_chi = susceptibility(fine_space, render(fine_space, anatomy, gyri.sample)[0])
         del fine_space
-        clean = _block_mean(forward_field(fine_chi, fine_voxel, b0), supersampling).astype(np.float32)
-        chi = np.where(mask, _block_mean(fine_chi, supersampling), 0.0).astype(np.float32)
+        clean = block_mean(forward_field(fine_chi, fine_voxel, b0), supersampling).astype(np.float32)
+        chi = np.where(mask, block_mean(fine_chi, supersampling), 0.0).astype(np.float32)
         del fine_chi
     noise_std = float(noise * clean[mask].std()) if mask.any() else 0.0
     field = np.zeros(shape, dtype=np.float32)

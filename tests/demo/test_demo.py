@@ -19,7 +19,11 @@ def test_demo_smallest_size_writes_tables_figures_and_summary(tmp_path):
     for metrics in summary["qsm_metrics"].values():
         assert all(math.isfinite(metrics[k]) for k in ("ssim", "psnr", "nrmse", "hfen"))
     assert 0.0 <= summary["segmentation_mean_dice"] <= 1.0
+    assert {"Left-Red-Nucleus", "Right-Dentate", "Left-Substancia-Nigra"} <= set(summary["segmentation_dice_per_region"])
     assert summary["training"]["fold"] == "all"
+    assert summary["training"]["start"].startswith("fine-tuned from the shipped model")
+    logs = list((out / "nnUNet_results").rglob("training_log_*.txt"))
+    assert any("Initial weights from" in log.read_text() for log in logs)     # all tensors, outputs included
     assert "registration_table2" in summary
     curve = summary["learning_curve"]
     assert curve["iterations"] == [1, 2]          # the epoch-1 checkpoint and the final model
