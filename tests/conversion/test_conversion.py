@@ -28,7 +28,7 @@ NNUNET_BIN = Path(sys.executable).parent
 
 
 def _make_phantom(out: Path, *extra: str) -> Path:
-    phantom_cli.main(["-o", str(out), "-n", "3", "--shape", *SHAPE, "--voxel-size", *VOXEL, "--seed", "3", "--quiet",
+    phantom_cli.main(["-o", str(out), "-n", "3", "--geometric", "--shape", *SHAPE, "--voxel-size", *VOXEL, "--seed", "3", "--quiet",
                   *extra])
     return out
 

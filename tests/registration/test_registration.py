@@ -156,14 +156,17 @@ def test_library_refuses_bad_arguments(data, tmp_path):
     assert {"affine", "syn"} <= set(METHODS)
 
 
-def test_demo_registration_arm_writes_table2_and_says_what_it_shows(data, tmp_path):
+def test_demo_registration_arm_writes_table2_and_says_what_it_shows(tmp_path):
+    """The demo's arm on a real-anatomy cohort (FreeSurfer ids) with the real template."""
     from mqsm_nnunet.demo.registration import registration_table2
+    from mqsm_nnunet.phantom import write_real_cohort
 
-    cohort, cases = data / "cohort", ["sub-001", "sub-002"]
+    cohort, cases = tmp_path / "cohort", ["sub-001", "sub-002"]
+    write_real_cohort(cohort, 2, voxel_size=(4.0, 4.0, 4.0), seed=2)
     chi = {case: cohort / case / "chi.nii.gz" for case in cases}
     truth = {case: cohort / case / "labels.nii.gz" for case in cases}
     result = registration_table2(cohort, cases, chi, truth, chi, truth, tmp_path / "arm", methods=["affine"],
-                                 template_shape=(48, 48, 36), template_voxel_size=(4.0, 4.0, 4.0))
+                                 seed=2, template_voxel_size=(4.0, 4.0, 4.0))
     assert result.table.columns == ("mQSM", "Affine")
     by_key = {(d.group, d.column): d for d in result.table.group_differences}
     assert by_key[("all", "mQSM")].mean_abs_difference_ppb == 0.0  # the mQSM column here is the truth itself
