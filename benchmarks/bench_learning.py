@@ -90,8 +90,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--subjects", type=int, default=10, help="cohort size (default 10)")
     parser.add_argument("--test-subjects", type=int, default=2, help="held out (default 2)")
     parser.add_argument("--seed", type=int, default=7, help="cohort seed (default 7; no test uses it)")
-    parser.add_argument("--b0-dir", type=float, nargs=3, default=(0.17, 0.26, 0.95), metavar=("X", "Y", "Z"),
-                        help="B0 in voxel axes (default about 18 degrees oblique, off both in-plane axes)")
+    parser.add_argument("--b0-dir", type=float, nargs=3, default=(0.17, 0.95, 0.26), metavar=("X", "Y", "Z"),
+                        help="B0 in voxel axes (default about 18 degrees oblique from the real-anatomy label maps' "
+                             "foot-head axis, their second; the cohort is mqsm_phantom's default, real anatomy)")
     parser.add_argument("--curve", action="store_true", help="held-out scores every --curve-every epochs "
                         "(on by default in the long setting)")
     parser.add_argument("--curve-every", type=int, default=0, help="epochs between curve points (default: 1/5 of the run)")
