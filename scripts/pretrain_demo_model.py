@@ -53,7 +53,7 @@ def export(model_folder: Path, checkpoint_name: str, args: argparse.Namespace) -
     torch.save(kept, PRETRAINED_DIR / PRETRAINED_FILES["weights"])
     shutil.copy(model_folder / "plans.json", PRETRAINED_DIR / PRETRAINED_FILES["plans"])
     shutil.copy(model_folder / "dataset.json", PRETRAINED_DIR / PRETRAINED_FILES["dataset"])
-    epochs_done = int(checkpoint["current_epoch"])
+    epochs_done = len(log["epoch_end_timestamps"])   # (the checkpoint's current_epoch is nnU-Net's resume point)
     record = {
         "command": "python scripts/pretrain_demo_model.py " + " ".join(sys.argv[1:]),
         "subjects": args.subjects, "seed": args.seed, "held_out": list(HELD_OUT),

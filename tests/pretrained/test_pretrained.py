@@ -18,8 +18,8 @@ from mqsm_nnunet.pretrained import (ADOPTED_KEYS, adopt_pretrained_plans, check_
 
 HELD_OUT_ANATOMY = "anatomy_03"          # left out of the pretraining (record.json "held_out")
 PALLIDUM = {"L": 13, "R": 52}
-MIN_MEAN_DICE = 0.6
-MIN_NUCLEUS_DICE = 0.3
+MIN_MEAN_DICE = 0.75        # the real-brains issue's bar; measured 0.832
+MIN_NUCLEUS_DICE = 0.6       # idem; measured 0.70 (left red nucleus) to 0.91
 
 
 def test_the_record_says_how_the_model_was_made():
