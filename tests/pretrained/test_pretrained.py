@@ -3,6 +3,7 @@ real anatomy it never saw (`mqsm_phantom --anatomy`), `mqsm_predict --pretrained
 regions, iron nuclei included, with no training."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -70,3 +71,11 @@ def test_the_shipped_model_segments_a_brain_it_never_saw_with_its_iron_nuclei(tm
     assert np.mean(list(scores.values())) >= MIN_MEAN_DICE
     assert min(nuclei.values()) >= MIN_NUCLEUS_DICE, nuclei
     assert (tmp_path / "pred" / "sub-held_out_aseg_qsm.nii.gz").is_file()
+    # the iron table names every nucleus with its FreeSurfer id and has a value for it
+    run_cli(["mqsm_iron", "--qsm", str(tmp_path / "pred"), "--seg", str(tmp_path / "pred"), "--labels",
+             str(cohort / "labels.json"), "-o", str(tmp_path / "iron")], env)
+    with open(tmp_path / "iron" / "regional_stats.csv") as stream:
+        rows = {int(row["label"]): row for row in csv.DictReader(stream)}
+    for ids in (SUBSTANTIA_NIGRA, RED_NUCLEUS, DENTATE, PALLIDUM):
+        for region_id in ids.values():
+            assert np.isfinite(float(rows[region_id]["mean_ppb"])), rows[region_id]
