@@ -269,7 +269,8 @@ def test_results_folder_alone_rebuilds_the_short_variant(pipeline, prediction, t
     arch = plans["architecture"]["arch_kwargs"]
     assert (arch["recon_width"], arch["recon_blocks"], arch["recon_dilations"]) == (8, 2, [1, 2, 4, 8])
     assert arch["features_per_stage"][0] == 16 and max(arch["features_per_stage"]) <= 32
-    assert plans["mqsm_short_training"] == {"epochs": EPOCHS, "iterations_per_epoch": 2, "snapshot_every": 0}
+    assert plans["mqsm_short_training"] == {"epochs": EPOCHS, "iterations_per_epoch": 2, "snapshot_every": 0,
+                                            "cpu_bf16": False, "initial_weights": None}
 
     results, images = tmp_path / "results", tmp_path / "images"
     shutil.copytree(pipeline.model_folder, results / DATASET / pipeline.model_folder.name)

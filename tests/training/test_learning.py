@@ -9,6 +9,7 @@ like the network's own QSM would). The trainer is built in this process from tha
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,12 @@ def test_true_chi_explains_the_augmented_field_only_with_the_b0_the_loss_uses(nn
     trainer = _trainer(mQSMTrainer, 772)
     loader, _ = trainer.get_dataloaders()
     spatial = _spatial_transform(loader)
+    # Seeded (the augmentation runs in this process, nnUNet_n_proc_DA=0, so the seeds reach it): the
+    # ratio below depends on how far each patch was turned; runs have given medians of 2.5 to over 3.
+    # A B0 that did not follow the rotation would give about 1.
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
     loss, spacing = trainer.data_consistency_loss, trainer.configuration_manager.spacing
     misfits = {}
     for mode, p in (("exact", 0.0), ("resampled", 1.0)):
@@ -96,7 +103,7 @@ def test_true_chi_explains_the_augmented_field_only_with_the_b0_the_loss_uses(nn
     # Relative squared misfit: 0 = the field explained exactly, 1 = not at all (QSM = 0).
     assert exact[:, 0].max() < 0.02, exact
     assert exact[:, 2].min() > 0.3, exact
-    assert np.median(resampled[:, 1] / resampled[:, 0]) > 3, resampled
+    assert np.median(resampled[:, 1] / resampled[:, 0]) > 2, resampled
     assert resampled[:, 2].min() > 0.3, resampled
 
 
