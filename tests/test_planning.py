@@ -4,6 +4,8 @@ the paper's reconstruction sizes, and a field-maps-only dataset is planned for t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -21,13 +23,17 @@ def cohort(tmp_path_factory):
 
 
 def plans_for(cohort, nnunet_folders, dataset_id: int, qsm_only: bool) -> dict:
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiment_dataset
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset
 
     with pytest.warns(UserWarning):   # fewer than 5 training cases
         convert_cohort(cohort, dataset_id, "Plan", options=ConversionOptions(qsm_only=qsm_only), num_processes=1,
                        progress=False)
-    extract_fingerprints([dataset_id], num_processes=1, check_dataset_integrity=False, clean=True, verbose=False,
-                         show_progress_bar=False)
+    # In a fresh process: nnU-Net's fingerprint pool forks, and a fork of this long-lived pytest process
+    # (threads left by earlier tests) once hung forever in a fresh-clone CI run.
+    subprocess.run([sys.executable, "-c", "from nnunetv2.experiment_planning.plan_and_preprocess_api import "
+                    f"extract_fingerprints; extract_fingerprints([{dataset_id}], num_processes=1, "
+                    "check_dataset_integrity=False, clean=True, verbose=False, show_progress_bar=False)"],
+                   check=True, timeout=600)
     plan_experiment_dataset(dataset_id, mQSMPlanner)
     path = nnunet_folders / "nnUNet_preprocessed" / dataset_folder_name(dataset_id, "Plan") / f"{PLANS_NAME}.json"
     return json.loads(path.read_text())
