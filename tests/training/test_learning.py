@@ -140,6 +140,9 @@ def test_a_short_cpu_training_brings_the_qsm_closer_to_the_truth_than_qsm_minus(
     from mqsm_nnunet.training.variants import mQSMTrainer_tiny
 
     cohort = nnunet_env
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)   # 40 unseeded steps once moved the float32 run only 0.16 points
     trainer = _trainer(mQSMTrainer_tiny, 771)
     trainer.cpu_bf16 = cpu_bf16
     trainer.on_train_start()
