@@ -12,7 +12,8 @@ held out and never trained on), every method trains the same number of iteration
     mqsm_sa          mQSMTrainer_tiny_SA     (+ self-attention)
     mqsm             mQSMTrainer_tiny        (+ mutual attention = mQSM; default loss)
     mqsm_paper       mQSMTrainer_tiny_paperLoss (mQSM with the paper's Eq. 5 alone)
-    mqsm_input_fusion_map mQSMTrainer_tiny_inputFusionMap (one stream over T1 and the QSM)
+    mqsm_input_fusion_map mQSMTrainer_tiny_inputFusionMap (one stream over T1 and the QSM: the demo's)
+    mqsm_input_fusion_map_bf16 the same in bfloat16 on the CPU, as the demo trains (every other arm: float32)
     mqsm_qsm_map_only mQSMTrainer_tiny_qsmMapOnly (mQSM, QSM stream reads the reconstructed map only)
 
 The stock trainers and mqsm_qsm_map_only are the benchmark's own (`benchmark_trainers.py`, found
@@ -49,6 +50,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -59,21 +61,34 @@ BIN = Path(sys.executable).parent
 MQSM_ID, T1_ID = 981, 982
 MQSM_NAME, T1_NAME = "Dataset981_BenchLearning", "Dataset982_BenchLearningT1"
 SETTINGS = {"short": {"iterations": 250, "per_epoch": 25}, "long": {"iterations": 2000, "per_epoch": 50}}
+
+
+class Method(NamedTuple):
+    trainer: str
+    plans: str
+    dataset_id: int
+    tool: str                 # the prediction CLI
+    cpu_bf16: bool = False    # the short training's bfloat16 autocast on the CPU (mQSM trainers only)
+
+
 METHODS = {
-    # name: (trainer, plans, dataset, prediction tool)
-    "stock_t1": ("nnUNetTrainer_tinyLength", "nnUNetPlans", T1_ID, "nnUNetv2_predict"),
-    "stock_all": ("nnUNetTrainer_tinyLength", "nnUNetPlans", MQSM_ID, "nnUNetv2_predict"),
-    "stock_t1_recipe": ("nnUNetTrainer_tinyRecipe", "nnUNetPlans", T1_ID, "nnUNetv2_predict"),
-    "mqsm_unet": ("mQSMTrainer_tiny_UNet", "mQSMPlans", MQSM_ID, "mqsm_predict"),
-    "mqsm_sa": ("mQSMTrainer_tiny_SA", "mQSMPlans", MQSM_ID, "mqsm_predict"),
-    "mqsm": ("mQSMTrainer_tiny", "mQSMPlans", MQSM_ID, "mqsm_predict"),
-    "mqsm_paper": ("mQSMTrainer_tiny_paperLoss", "mQSMPlans", MQSM_ID, "mqsm_predict"),
-    "mqsm_input_fusion_map": ("mQSMTrainer_tiny_inputFusionMap", "mQSMPlans", MQSM_ID, "mqsm_predict"),
-    "mqsm_qsm_map_only": ("mQSMTrainer_tiny_qsmMapOnly", "mQSMPlans", MQSM_ID, "mqsm_predict"),
-    "stock_all_recipe": ("nnUNetTrainer_tinyRecipe", "nnUNetPlans", MQSM_ID, "nnUNetv2_predict"),
+    "stock_t1": Method("nnUNetTrainer_tinyLength", "nnUNetPlans", T1_ID, "nnUNetv2_predict"),
+    "stock_all": Method("nnUNetTrainer_tinyLength", "nnUNetPlans", MQSM_ID, "nnUNetv2_predict"),
+    "stock_t1_recipe": Method("nnUNetTrainer_tinyRecipe", "nnUNetPlans", T1_ID, "nnUNetv2_predict"),
+    "mqsm_unet": Method("mQSMTrainer_tiny_UNet", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm_sa": Method("mQSMTrainer_tiny_SA", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm": Method("mQSMTrainer_tiny", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm_paper": Method("mQSMTrainer_tiny_paperLoss", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm_input_fusion_map": Method("mQSMTrainer_tiny_inputFusionMap", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "mqsm_input_fusion_map_bf16": Method("mQSMTrainer_tiny_inputFusionMap", "mQSMPlans", MQSM_ID, "mqsm_predict",
+                                         cpu_bf16=True),
+    "mqsm_qsm_map_only": Method("mQSMTrainer_tiny_qsmMapOnly", "mQSMPlans", MQSM_ID, "mqsm_predict"),
+    "stock_all_recipe": Method("nnUNetTrainer_tinyRecipe", "nnUNetPlans", MQSM_ID, "nnUNetv2_predict"),
 }
 # The long setting's question: where do the demo's mQSM and the stock network it must beat plateau?
 LONG_METHODS = ["mqsm_input_fusion_map", "stock_t1_recipe"]
+# The iron nuclei, each its own column (left and right averaged): where T1 is blind and QSM is not.
+IRON_NUCLEI = {"pallidum": "pallid", "s. nigra": "nigra", "red nucleus": "red_nucleus", "dentate": "dentate"}
 BASELINE_NAMES = {"qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD", "tikhonov": "Tikhonov", "tv_admm": "TV-ADMM"}
 
 
@@ -100,6 +115,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="trainings per method (default 1), interleaved across methods so that the "
                              "machine's drift hits all alike; the table gives the mean and the range: at a "
                              "few hundred iterations one training's Dice varies by about 0.1")
+    parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64], metavar=("X", "Y", "Z"),
+                        help="patch size of every method's plans (default 64 64 64: the demo's and the shipped "
+                             "model's; 0 0 0 keeps nnU-Net's planned patch)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("-o", "--out", default="bench_learning_output")
     args = parser.parse_args(argv)
@@ -155,6 +173,13 @@ def prepare(args, out: Path, env: dict) -> tuple[Path, list[str]]:
     (t1 / "dataset.json").write_text(json.dumps(dataset, indent=2))
     run(["nnUNetv2_plan_and_preprocess", "-d", str(T1_ID), "-c", "3d_fullres", "-np", "2"], env,
         logs / "plan_stock_t1.log")
+    if any(args.patch):
+        for plans_file in (Path(env["nnUNet_preprocessed"]) / MQSM_NAME / "mQSMPlans.json",
+                           Path(env["nnUNet_preprocessed"]) / MQSM_NAME / "nnUNetPlans.json",
+                           Path(env["nnUNet_preprocessed"]) / T1_NAME / "nnUNetPlans.json"):
+            plans = json.loads(plans_file.read_text())
+            plans["configurations"]["3d_fullres"]["patch_size"] = list(args.patch)
+            plans_file.write_text(json.dumps(plans, indent=4))
     return cohort, cases
 
 
@@ -174,18 +199,25 @@ def checkpoints(model: Path) -> list[tuple[int, str]]:
 
 def score_checkpoint(method: str, checkpoint: str, args, out: Path, env: dict, cohort: Path,
                      cases: list[str]) -> dict:
-    from mqsm_nnunet.phantom import LABELS
     from mqsm_nnunet.evaluation.scoring import qsm_scores, segmentation_scores
+    from mqsm_nnunet.io.labels import LabelIdMap, read_labels
+    from mqsm_nnunet.predict.outputs import write_in_user_ids
 
-    trainer, plans, dataset_id, tool = METHODS[method]
+    trainer, plans, dataset_id, tool, _ = METHODS[method]
     name = MQSM_NAME if dataset_id == MQSM_ID else T1_NAME
     pred = out / "predictions" / method / checkpoint.removesuffix(".pth")
     shutil.rmtree(pred, ignore_errors=True)
     run([tool, "-i", str(Path(env["nnUNet_raw"]) / name / "imagesTs"), "-o", str(pred), "-d", str(dataset_id),
          "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", plans, "-chk", checkpoint, "-device", args.device,
          "-npp", "1", "-nps", "1", "--disable_progress_bar"], env, out / "logs" / f"predict_{method}_{pred.name}.log")
+    if tool == "nnUNetv2_predict":       # nnU-Net's consecutive ids -> the cohort's FreeSurfer ids, as mqsm_predict
+        dataset_json = json.loads((Path(env["nnUNet_raw"]) / MQSM_NAME / "dataset.json").read_text())
+        label_ids = LabelIdMap.from_dataset_json(dataset_json)
+        for case in cases:
+            write_in_user_ids(pred / f"{case}.nii.gz", pred / f"{case}.nii.gz", label_ids)
+    labels = read_labels(cohort / "labels.json").regions
     scores = segmentation_scores({c: pred / f"{c}.nii.gz" for c in cases},
-                                 {c: cohort / c / "labels.nii.gz" for c in cases}, LABELS)
+                                 {c: cohort / c / "labels.nii.gz" for c in cases}, labels)
     if tool == "mqsm_predict":
         scores["qsm"] = qsm_scores({c: pred / f"{c}_qsm.nii.gz" for c in cases},
                                    {c: cohort / c / "chi.nii.gz" for c in cases},
@@ -194,13 +226,14 @@ def score_checkpoint(method: str, checkpoint: str, args, out: Path, env: dict, c
 
 
 def train_and_score(method: str, args, out: Path, env: dict, cohort: Path, cases: list[str]) -> dict:
-    trainer, plans, dataset_id, _ = METHODS[method]
+    trainer, plans, dataset_id, _, cpu_bf16 = METHODS[method]
     name = MQSM_NAME if dataset_id == MQSM_ID else T1_NAME
     model = Path(env["nnUNet_results"]) / name / f"{trainer}__{plans}__3d_fullres"
     shutil.rmtree(model, ignore_errors=True)
     log = out / "logs" / f"train_{method}.log"
     write_short_training(Path(env["nnUNet_preprocessed"]) / name / f"{plans}.json",
-                         ShortTraining(args.epochs, args.per_epoch, args.curve_every if args.curve else 0))
+                         ShortTraining(args.epochs, args.per_epoch, args.curve_every if args.curve else 0,
+                                       cpu_bf16=cpu_bf16))
     start = time.perf_counter()
     run(["nnUNetv2_train", str(dataset_id), "3d_fullres", "all", "-tr", trainer, "-p", plans, "-device",
          args.device], env, log)
@@ -232,6 +265,7 @@ def combine_runs(runs: list[dict]) -> dict:
                 "mean_dice": float(np.mean([r["mean_dice"] for r in runs])),
                 "dice_range": [float(min(r["mean_dice"] for r in runs)), float(max(r["mean_dice"] for r in runs))],
                 "groups": {g: float(np.mean([r["groups"][g] for r in runs])) for g in first["groups"]},
+                "regions": {g: float(np.mean([r["regions"][g] for r in runs])) for g in first["regions"]},
                 "s_per_iteration": float(np.median([r["s_per_iteration"] for r in runs])),
                 "curve": {"iterations": first["curve"]["iterations"],
                           **{k: np.mean([r["curve"][k] for r in runs], axis=0).tolist()
@@ -260,24 +294,33 @@ def classical_baselines(cohort: Path, cases: list[str], out: Path) -> dict[str, 
                                {c: cohort / c / "mask.nii.gz" for c in cases}) for method, f in files.items()}
 
 
+def iron_nuclei_dice(regions: dict[str, float]) -> dict[str, float]:
+    """Mean Dice of each iron nucleus over its hemispheres (NaN where the label set has none)."""
+    def matching(key: str) -> list[float]:
+        return [d for name, d in regions.items() if key in name.lower().replace("-", "_")]
+    return {nucleus: float(np.mean(matching(key))) if matching(key) else float("nan")
+            for nucleus, key in IRON_NUCLEI.items()}
+
+
 def table(results: dict, baselines: dict) -> str:
     base = next((m for m in ("stock_t1", "stock_t1_recipe", "stock_all_recipe", "stock_all") if m in results),
                 next(iter(results)))
     reference = results[base]["s_per_iteration"]
-    lines = ["| method | trainer | runs | mean Dice (range) | deep nuclei | cortex | other | QSM NRMSE (%) | HFEN (%) "
-             f"| s/it | x {base} |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | trainer | runs | mean Dice (range) | deep nuclei | " + " | ".join(IRON_NUCLEI) +
+             f" | cortex | other | QSM NRMSE (%) | HFEN (%) | s/it | x {base} |",
+             "| --- " * (11 + len(IRON_NUCLEI)) + "|"]
     for method, r in results.items():
         qsm = {k: f"{v:.1f}" for k, v in r.get("qsm", {}).items()}
         low, high = r["dice_range"]
         dice = f"{r['mean_dice']:.3f}" + (f" ({low:.3f}-{high:.3f})" if len(r["runs"]) > 1 else "")
+        iron = " | ".join(f"{d:.3f}" for d in iron_nuclei_dice(r["regions"]).values())
         lines.append(f"| {method} | {r['trainer']} | {len(r['runs'])} | {dice} | {r['groups']['deep nuclei']:.3f} | "
-                     f"{r['groups']['cortex']:.3f} | {r['groups']['other']:.3f} | "
+                     f"{iron} | {r['groups']['cortex']:.3f} | {r['groups']['other']:.3f} | "
                      f"{qsm.get('nrmse', '')} | {qsm.get('hfen', '')} | "
                      f"{r['s_per_iteration']:.2f} | {r['s_per_iteration'] / reference:.2f} |")
     for method, q in baselines.items():
-        lines.append(f"| {BASELINE_NAMES.get(method, method)} | classical | | | | | | {q['nrmse']:.1f} | "
-                     f"{q['hfen']:.1f} | | |")
+        lines.append(f"| {BASELINE_NAMES.get(method, method)} | classical |" + " |" * (5 + len(IRON_NUCLEI)) +
+                     f" {q['nrmse']:.1f} | {q['hfen']:.1f} | | |")
     return "\n".join(lines)
 
 
@@ -291,6 +334,23 @@ def curve_table(results: dict) -> str:
         cells = [f"{d:.3f} / {g:.3f}" + (f" / {n:.1f} %" if n is not None else "")
                  for d, g, n in zip(c["dice"], c["deep_nuclei"], nrmse)]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def equal_time_table(results: dict) -> str:
+    """Held-out scores at equal training time: the slowest method's budget is the fastest's full run;
+    each method's curve (mean Dice and deep nuclei against iterations, from 0 at 0) read at
+    budget / its s/it by linear interpolation."""
+    budget = min(r["curve"]["iterations"][-1] * r["s_per_iteration"] for r in results.values())
+    lines = [f"Equal training time: {budget / 60:.1f} min each (the quickest method's full run)", "",
+             "| method | s/it | iterations in that time | mean Dice | deep nuclei |", "| --- | --- | --- | --- | --- |"]
+    for method, r in results.items():
+        curve = r["curve"]
+        iterations = budget / r["s_per_iteration"]
+        points = [0, *curve["iterations"]]
+        dice = np.interp(iterations, points, [0.0, *curve["dice"]])
+        deep = np.interp(iterations, points, [0.0, *curve["deep_nuclei"]])
+        lines.append(f"| {method} | {r['s_per_iteration']:.2f} | {iterations:.0f} | {dice:.3f} | {deep:.3f} |")
     return "\n".join(lines)
 
 
@@ -317,7 +377,7 @@ def main(argv=None) -> int:
     for repeat in range(1, args.repeats + 1):
         for method in args.methods:
             label = f"[{method}" + (f" {repeat}/{args.repeats}]" if args.repeats > 1 else "]")
-            print(f"{label} training {METHODS[method][0]} ...", flush=True)
+            print(f"{label} training {METHODS[method].trainer} ...", flush=True)
             r = train_and_score(method, args, out, env, cohort, cases)
             print(f"{label} mean Dice {r['mean_dice']:.3f} (deep nuclei {r['groups']['deep nuclei']:.3f}), "
                   f"{r['s_per_iteration']:.2f} s/it" + (f", QSM NRMSE {r['qsm']['nrmse']:.1f} %" if "qsm" in r else ""),
@@ -331,8 +391,8 @@ def main(argv=None) -> int:
         f"{args.iterations} iterations per method ({args.epochs} epochs x {args.per_epoch}); held-out "
         f"{', '.join(cases)}; seed {args.seed}, B0 {list(args.b0_dir)}; load average at the end "
         f"{os.getloadavg()[0]:.1f}\n\n{text}\n" + (
-            f"\nHeld-out mean Dice / deep nuclei / QSM NRMSE along training:\n\n{curve_table(results)}\n"
-            if args.curve else ""))
+            f"\nHeld-out mean Dice / deep nuclei / QSM NRMSE along training:\n\n{curve_table(results)}\n\n"
+            f"{equal_time_table(results)}\n" if args.curve else ""))
     if args.curve:
         from mqsm_nnunet.figures import learning_curve_figure
 
