@@ -50,6 +50,22 @@ def test_scaled_prediction_has_ten_percent_errors(maps):
     assert metrics.ssim(pred, ref, mask) < 1.0
 
 
+def test_qsm_ci_scorer_invariants_and_agreement_with_our_demeaned_nrmse(maps):
+    """QSM-CI's scorer: 0 / 1 for identical maps; its demeaned NRMSE is ours; its detrended NRMSE
+    forgives a scale and an offset (a linear fit to the truth) that the demeaned one counts."""
+    ref, mask = maps
+    same = metrics.qsm_ci_metrics(ref, ref, mask)
+    assert same["qsmci_nrmse"] == pytest.approx(0.0, abs=1e-10) and same["qsmci_xsim"] == pytest.approx(1.0)
+    rng = np.random.default_rng(1)
+    noisy = ref + 0.02 * rng.standard_normal(ref.shape)
+    values = metrics.qsm_ci_metrics(noisy, ref, mask)
+    assert values["qsmci_nrmse"] == pytest.approx(metrics.nrmse_demeaned(noisy, ref, mask), rel=1e-9)
+    scaled = metrics.qsm_ci_metrics(0.5 * ref + 0.1, ref, mask)
+    assert scaled["qsmci_nrmse"] == pytest.approx(50.0, rel=1e-9)
+    assert scaled["qsmci_nrmse_detrend"] == pytest.approx(0.0, abs=1e-9)
+    assert 0 < values["qsmci_hfen"] and values["qsmci_xsim"] < 1
+
+
 def test_offset_counts_in_nrmse_but_not_in_demeaned_nrmse(maps):
     ref, mask = maps
     pred = ref + 0.3

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mqsm_nnunet.phantom.cohort import write_cohort, write_real_cohort, write_real_template, write_template
 from mqsm_nnunet.phantom.real_subject import DEFAULT_REAL_VOXEL_SIZE
@@ -40,10 +41,12 @@ def _build_parser() -> argparse.ArgumentParser:
                              "--voxel-size, undeformed")
     parser.add_argument("--geometric", action="store_true",
                         help="the geometric (ellipsoid) phantom instead of real anatomy: fast, for physics tests")
-    parser.add_argument("--template", metavar="DIR",
+    parser.add_argument("--template", dest="templates", action="append", metavar="DIR",
                         help="also (or, without -o, only) write a registration template (t1, labels, mask, chi "
                              ".nii.gz + labels.json), a target for mqsm_register: real anatomy: an embedded anatomy "
-                             "the first 15 subjects never use, undeformed; --geometric: the mean anatomy")
+                             "the first 15 subjects never use, undeformed; given k times, k different anatomies "
+                             "(atlases for multi-atlas registration; the first 16 - k subjects use none of them); "
+                             "--geometric: the mean anatomy (once)")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
                         help=f"grid size in voxels. Real anatomy: centred on each brain (default: each subject's "
                              f"grid is its brain plus 6 mm); --geometric: default {list(DEFAULT_SHAPE)}")
@@ -75,7 +78,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.output is None:
-        if args.template is None:
+        if not args.templates:
             parser.error("-o/--output is required (or --template DIR to write only the template)")
         if args.subjects is not None or args.anatomy is not None:
             parser.error("-n/--subjects and --anatomy need -o/--output")
@@ -83,6 +86,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--geometric needs -n/--subjects")
     elif not args.geometric and (args.subjects is None) == (args.anatomy is None):
         parser.error("give either -n/--subjects (subjects from the embedded anatomies) or --anatomy DIR")
+    if args.geometric and len(args.templates or ()) > 1:
+        parser.error("--geometric has one template (the mean anatomy): give --template once")
     if args.geometric and args.anatomy is not None:
         parser.error("--anatomy is real anatomy; leave out --geometric")
     if not args.geometric and args.supersampling is not None:
@@ -102,21 +107,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 summary = write_cohort(args.output, args.subjects, shape, voxel_size, args.b0_dir, args.seed,
                                        supersampling=args.supersampling, overwrite=args.overwrite,
                                        progress=not args.quiet, **levels)
-            template = lambda: write_template(args.template, shape, voxel_size, args.seed, overwrite=args.overwrite)
+            def template(folder: str, _: int) -> Path:
+                return write_template(folder, shape, voxel_size, args.seed, overwrite=args.overwrite)
         else:
             voxel_size = args.voxel_size or DEFAULT_REAL_VOXEL_SIZE
             if args.output is not None:
                 summary = write_real_cohort(args.output, args.subjects, args.anatomy, voxel_size, args.b0_dir,
                                             args.shape, args.seed, overwrite=args.overwrite, progress=not args.quiet,
                                             **levels)
-            template = lambda: write_real_template(args.template, voxel_size, args.seed, shape=args.shape,
-                                                   overwrite=args.overwrite)
+            def template(folder: str, number: int) -> Path:
+                return write_real_template(folder, voxel_size, args.seed, shape=args.shape, overwrite=args.overwrite,
+                                           from_last=number)
         if args.output is not None and not args.quiet:
             print(summary.report())
-        if args.template is not None:
-            folder = template()
+        for number, folder in enumerate(args.templates or (), 1):
+            written = template(folder, number)
             if not args.quiet:
-                print(f"mqsm_phantom: template (seed {args.seed}) in {folder}")
+                print(f"mqsm_phantom: template (seed {args.seed}) in {written}")
     except ValueError as error:
         parser.error(str(error))
     return 0

@@ -14,6 +14,8 @@ EXAMPLE = """\
 example:
   mqsm_phantom --template template                  # or your own: an MNI T1 + an atlas in its space
   mqsm_register -i cohort --template template -o registered --method affine syn
+  mqsm_phantom --template t1 --template t2 --template t3  # three atlases (anatomies a cohort of 13 never uses)
+  mqsm_register -i cohort --template t1 --template t2 --template t3 -o multi --method syn   # fused by majority
   mqsm_iron --qsm pred --seg registered/syn --labels cohort/labels.json -o iron_syn
 writes OUT/<method>/<case>.nii.gz (labels on the grid of each subject's field map) and
 OUT/<method>/registration.json (parameters, seed, seconds per case).
@@ -30,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "registration-based comparison arm of the paper's Table 2.")
     parser.add_argument("-i", "--input", dest="cohort", required=True, metavar="COHORT",
                         help="cohort folder: one subfolder per subject with t1.nii.gz and field.nii.gz")
-    parser.add_argument("--template", required=True, metavar="DIR",
-                        help="template folder with t1.nii.gz and labels.nii.gz (and optionally labels.json)")
+    parser.add_argument("--template", dest="templates", action="append", required=True, metavar="DIR",
+                        help="template folder with t1.nii.gz and labels.nii.gz (and optionally labels.json); give "
+                             "it several times for multi-atlas registration: every template registered to every "
+                             "subject, the carried labels fused by majority vote")
     parser.add_argument("-o", "--output", dest="out_dir", required=True, metavar="OUT", help="output folder")
     parser.add_argument("--method", dest="methods", nargs="+", choices=sorted(METHODS), default=list(DEFAULT_METHODS),
                         metavar="METHOD", help="registration methods: " + "; ".join(
@@ -55,13 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _register(args: argparse.Namespace) -> int:
     from mqsm_nnunet.registration.ants import register_cohort
 
-    report = register_cohort(args.cohort, args.template, args.out_dir, args.methods, cases=args.cases,
+    report = register_cohort(args.cohort, args.templates, args.out_dir, args.methods, cases=args.cases,
                              labels=args.labels, t1_name=args.t1_name, grid_name=args.grid_name, seed=args.seed,
                              overwrite=args.overwrite, progress=not args.quiet)
     if not args.quiet:
         for method, files in report.files.items():
+            fused = f", {len(report.templates)} templates fused by majority vote" if len(report.templates) > 1 else ""
             print(f"{PROG}: {method}: {len(files)} label maps in {report.out_dir / method} "
-                  f"({report.seconds_per_subject(method):.1f} s per subject)")
+                  f"({report.seconds_per_subject(method):.1f} s per subject{fused})")
     return 0
 
 

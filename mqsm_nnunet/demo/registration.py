@@ -15,7 +15,7 @@ from mqsm_nnunet.phantom import DEFAULT_REAL_VOXEL_SIZE, write_real_template
 from mqsm_nnunet.registration.ants import DEFAULT_METHODS, register_cohort
 
 MQSM, TRUTH = "mQSM", "Ground truth"
-NAMES = {"rigid": "Rigid", "affine": "Affine", "syn": "ANTs SyN", "syncc": "ANTs SyN (CC)"}
+NAMES = {"rigid": "Rigid", "affine": "Affine", "syn": "ANTs SyN", "synquick": "ANTs SyN (quick)"}
 
 
 @dataclass(frozen=True)

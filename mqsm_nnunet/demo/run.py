@@ -27,6 +27,7 @@ DATASET_ID = 990
 DATASET_NAME = "MQSMDemo"
 TRAINER = "mQSMTrainer_tiny_inputFusionMap"
 PLANS = "mQSMPlans"
+PRETRAINED_POINT = "pretrained"      # predictions_curve/<this>: the shipped model before fine-tuning
 
 
 class Steps:
@@ -121,7 +122,8 @@ def run(args: argparse.Namespace) -> Path:
     steps.run("train", [_tool("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "all", "-tr", TRAINER, "-p", PLANS,
                         "-device", device], env)
 
-    steps.begin("mqsm_predict on the held-out subjects (final model and the intermediate checkpoints)")
+    steps.begin("mqsm_predict on the held-out subjects (final model, intermediate checkpoints"
+                + (", the shipped model before fine-tuning)" if start_from is not None else ")"))
     predictions = out / "predictions"
     snapshots = sorted(_model_folder(out).glob("fold_all/checkpoint_epoch*.pth"),
                        key=lambda p: int(p.stem.removeprefix("checkpoint_epoch")))
@@ -131,6 +133,10 @@ def run(args: argparse.Namespace) -> Path:
             _tool("mqsm_predict"), "-i", str(raw / "imagesTs"), "-o", str(target), "-d", str(DATASET_ID), "-c",
             "3d_fullres", "-f", "all", "-tr", TRAINER, "-p", PLANS, "-device", device, "--disable_progress_bar",
             *(["-chk", checkpoint.name] if checkpoint is not None else [])], env)
+    if start_from is not None:     # the curve's first point: the shipped model as it is, before fine-tuning
+        steps.run("predict_pretrained", [
+            _tool("mqsm_predict"), "-i", str(raw / "imagesTs"), "-o", str(out / "predictions_curve" / PRETRAINED_POINT),
+            "--pretrained", "-device", device, "--disable_progress_bar"], env)
 
     steps.begin("classical dipole inversions on the same field maps (TKD, Tikhonov, TV-ADMM, QSM-)")
     method_files = {"mQSM": {case: predictions / f"{case}_qsm.nii.gz" for case in test_cases}}
@@ -160,7 +166,8 @@ def run(args: argparse.Namespace) -> Path:
                               template_voxel_size=args.voxel_size)
 
     steps.begin("learning curve: held-out Dice and QSM error against training iterations")
-    curve = _learning_curve(out, cohort, test_cases, snapshots, args.iterations, args.epochs, qsm_tables)
+    curve = _learning_curve(out, cohort, test_cases, snapshots, args.iterations, args.epochs, qsm_tables,
+                            from_pretrained=start_from is not None)
 
     steps.begin("figures")
     figures = _figures(cohort, raw, test_cases, method_files, predicted_seg, out, results)
@@ -177,13 +184,15 @@ def _model_folder(out: Path) -> Path:
 
 
 def _learning_curve(out: Path, cohort: Path, cases: list[str], snapshots: list[Path], iterations: int,
-                    epochs: int, qsm_means: dict) -> dict:
-    """Held-out mean Dice and QSM NRMSE at each kept checkpoint and at the end, and their figure."""
+                    epochs: int, qsm_means: dict, from_pretrained: bool) -> dict:
+    """Held-out mean Dice and QSM NRMSE at each kept checkpoint and at the end (and, when fine-tuning,
+    of the shipped model at 0 iterations), and their figure."""
     from mqsm_nnunet.figures import learning_curve_figure
     from mqsm_nnunet.io.labels import read_labels
     from mqsm_nnunet.evaluation.scoring import qsm_scores, segmentation_scores
 
-    folders = [(int(p.stem.removeprefix("checkpoint_epoch")), out / "predictions_curve" / p.stem) for p in snapshots]
+    folders = [(0, out / "predictions_curve" / PRETRAINED_POINT)] if from_pretrained else []
+    folders += [(int(p.stem.removeprefix("checkpoint_epoch")), out / "predictions_curve" / p.stem) for p in snapshots]
     folders.append((epochs, out / "predictions"))
     regions = read_labels(cohort / "labels.json").ids
     curve = {"iterations": [], "dice": [], "nrmse": []}

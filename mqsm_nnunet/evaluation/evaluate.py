@@ -34,10 +34,11 @@ from mqsm_nnunet.io.files import atomic_folder
 from mqsm_nnunet.io.grid import check_same_grid
 from mqsm_nnunet.io.labels import LabelTable, as_label_map, check_label_map_ids
 from mqsm_nnunet.io.nifti import Volume, read_volume
-from mqsm_nnunet.metrics import SEGMENTATION_METRICS, qsm_metrics, segmentation_metrics
+from mqsm_nnunet.metrics import QSM_CI_METRICS, SEGMENTATION_METRICS, qsm_ci_metrics, qsm_metrics, segmentation_metrics
 
-QSM_METRICS = ("ssim", "psnr", "nrmse", "hfen", "xsim", "nrmse_demeaned")
-"""Keys of a QSM row besides ``case`` (also the CSV header): Table 1 plus the 2019 variants."""
+QSM_METRICS = ("ssim", "psnr", "nrmse", "hfen", "xsim", "nrmse_demeaned", *QSM_CI_METRICS.values())
+"""Keys of a QSM row besides ``case`` (also the CSV header): Table 1, the 2019 variants and QSM-CI's
+scorer's (`metrics.qsm_ci_metrics`)."""
 
 Column = tuple[str, str, str]
 """(row key, heading, format spec for floats)."""
@@ -48,8 +49,12 @@ QSM_TABLE: tuple[Column, ...] = (
     ("psnr", "PSNR (dB)", ".2f"),
     ("nrmse", "NRMSE (%)", ".2f"),
     ("hfen", "HFEN (%)", ".2f"),
+    ("qsmci_nrmse", "QSM-CI demeaned NRMSE (%)", ".2f"),
+    ("qsmci_nrmse_detrend", "QSM-CI detrended NRMSE (%)", ".2f"),
+    ("qsmci_hfen", "QSM-CI HFEN (%)", ".2f"),
+    ("qsmci_xsim", "QSM-CI XSIM", ".4f"),
 )
-"""Paper Table 1 layout."""
+"""Paper Table 1 layout, then QSM-CI's scorer's metrics (its leaderboard's)."""
 
 SEG_TABLE: tuple[Column, ...] = (
     ("region", "region", ""),
@@ -89,8 +94,8 @@ def evaluate_qsm(
     pred_files: Mapping[str, Path], ref_files: Mapping[str, Path], mask_files: Mapping[str, Path] | None = None
 ) -> list[dict]:
     """One row per case: ``{"case", "ssim", "psnr" (dB), "nrmse" (%), "hfen" (%), "xsim",
-    "nrmse_demeaned" (%)}``, sorted by case; masks from `mask_files` or, if None, the reference's
-    nonzero voxels.
+    "nrmse_demeaned" (%), "qsmci_nrmse", "qsmci_nrmse_detrend", "qsmci_hfen" (%), "qsmci_xsim"}``, sorted
+    by case; masks from `mask_files` or, if None, the reference's nonzero voxels.
 
     Raises:
         ValueError: the case lists differ, or a pair of files differs in shape or affine.
@@ -108,7 +113,8 @@ def evaluate_qsm(
         if mask_files is not None:
             mask = _read_matching(Path(mask_files[case]), ref_path, ref).data
         try:
-            values = qsm_metrics(pred.data, ref.data, mask, include_2019=True)
+            values = {**qsm_metrics(pred.data, ref.data, mask, include_2019=True),
+                      **qsm_ci_metrics(pred.data, ref.data, mask)}
         except ValueError as error:
             raise ValueError(f"case '{case}' ({pred_files[case]}): {error}") from error
         rows.append({"case": case, **values})

@@ -278,16 +278,22 @@ def write_template(out_dir: str | os.PathLike, shape: Sequence[int] = DEFAULT_SH
 
 
 def write_real_template(out_dir: str | os.PathLike, voxel_size: Sequence[float] = DEFAULT_REAL_VOXEL_SIZE,
-                        seed: int = 0, *, shape: Sequence[int] | None = None, overwrite: bool = False) -> Path:
+                        seed: int = 0, *, shape: Sequence[int] | None = None, overwrite: bool = False,
+                        from_last: int = 1) -> Path:
     """Write a registration template for the real-anatomy cohort `seed` as `TEMPLATE_FILES`: the embedded
-    anatomy dealt last in the seed's order (a cohort of 15 or fewer never uses it), undeformed, with
+    anatomy dealt `from_last`-th from the end in the seed's order (a cohort of 16 - `from_last` or fewer
+    never uses it; templates 1, 2, 3 are three atlases for multi-atlas registration), undeformed, with
     literature chi (no per-subject variation), no field noise and a noise-free T1, as an atlas would be.
 
     Raises:
-        ValueError: a bad seed or voxel size, or a non-empty `out_dir` without `overwrite`.
+        ValueError: a bad seed, voxel size or `from_last`, or a non-empty `out_dir` without `overwrite`.
     """
     _check_count_and_seed(1, seed)
-    subject = make_real_subject(load_anatomy(_anatomy_order(seed)[-1]), 0, seed, voxel_size=voxel_size,
+    order = _anatomy_order(seed)
+    if int(from_last) != from_last or not 1 <= from_last <= len(order):
+        raise ValueError(f"`from_last` must be an integer from 1 to {len(order)} (the embedded anatomies), "
+                         f"got {from_last!r}")
+    subject = make_real_subject(load_anatomy(order[-int(from_last)]), 0, seed, voxel_size=voxel_size,
                                 shape=shape, deform=False, noise=0.0, t1_noise=0.0, chi_variation=0.0)
     arrays = {"t1": subject.t1, "labels": subject.labels, "mask": subject.mask, "chi": subject.chi}
     return _write_template_folder(Path(out_dir), arrays, subject.affine, region_table(), overwrite)

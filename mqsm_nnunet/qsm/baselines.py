@@ -29,7 +29,7 @@ from mqsm_nnunet import physics
 TKD_THRESHOLD = 0.2
 TIKHONOV_LAMBDA = 1e-2
 TV_ALPHA = 3e-4
-TV_RHO = 3e-2
+TV_RHO_PER_ALPHA = 100.0
 TV_ITERATIONS = 100
 TV_TOLERANCE = 1e-3
 
@@ -149,7 +149,7 @@ def tv_admm(
     b0_dir: Sequence[float],
     mask: np.ndarray,
     alpha: float = TV_ALPHA,
-    rho: float = TV_RHO,
+    rho: float | None = None,
     iterations: int = TV_ITERATIONS,
     tolerance: float = TV_TOLERANCE,
     pad_factor: float = physics.DEFAULT_PAD_FACTOR,
@@ -165,7 +165,9 @@ def tv_admm(
     - z-step: soft-thresholding of ``G chi + u`` at ``alpha / rho``;
     - ``u += G chi - z``.
 
-    Stops after `iterations` or when ``||chi_new - chi|| / ||chi_new|| < tolerance``. The data term
+    ``rho`` defaults to ``TV_RHO_PER_ALPHA * alpha`` (a fixed soft-threshold alpha / rho, so that
+    the convergence per iteration does not depend on alpha). Stops after `iterations` or when
+    ``||chi_new - chi|| / ||chi_new|| < tolerance``. The data term
     covers the whole padded grid (the field is zero outside the mask), not only the mask.
 
     The padded grid is that of the mask's bounding box (times `pad_factor`), not of the whole field
@@ -175,7 +177,7 @@ def tv_admm(
     the speed and the difference to the float64 full-field-of-view version: about 1e-3 ppm at most).
     """
     alpha = _check_positive("alpha", alpha)
-    rho = _check_positive("rho", rho)
+    rho = _check_positive("rho", TV_RHO_PER_ALPHA * alpha if rho is None else rho)
     if int(iterations) != iterations or iterations < 1:
         raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
     field, inside = _prepare(field, mask)

@@ -39,8 +39,8 @@ from mqsm_nnunet.io.labels import LabelTable, as_label_map, label_dtype, read_la
 from mqsm_nnunet.io.nifti import Volume, read_volume, write_volume
 
 __all__ = [
-    "Method", "METHODS", "DEFAULT_METHODS", "LINEAR_OPTIONS", "DEFAULT_SEED", "Template", "SubjectRegistration",
-    "CohortRegistration", "check_label_sets", "load_template", "register_labels", "register_cohort",
+    "Method", "METHODS", "DEFAULT_METHODS", "LINEAR_OPTIONS", "SYN_OPTIONS", "SYN_QUICK_OPTIONS", "DEFAULT_SEED", "Template", "SubjectRegistration",
+    "CohortRegistration", "check_label_sets", "fuse_labels", "load_template", "register_labels", "register_cohort",
 ]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -66,14 +66,24 @@ LINEAR_OPTIONS = (("aff_shrink_factors", (4, 2, 1)), ("aff_smoothing_sigmas", (2
 pyramid starts at 1/6, too coarse below ~40 voxels a side (it stalls on 4-6 mm grids); on 3 mm
 grids both give the same labels."""
 
+SYN_OPTIONS = (("syn_metric", "CC"), ("syn_sampling", 4), ("reg_iterations", (100, 70, 50, 20)),
+               ("grad_step", 0.1), ("flow_sigma", 3), ("total_sigma", 0))
+"""antsRegistrationSyN.sh's deformable stage for brains: SyN[0.1,3,0], local cross-correlation of radius 4
+voxels, 100x70x50x20 iterations at shrink factors 8x4x2x1 with smoothing 3x2x1x0 voxels (antspyx derives
+the pyramid from the four iteration counts)."""
+SYN_QUICK_OPTIONS = (("syn_metric", "mattes"), ("syn_sampling", 32), ("reg_iterations", (100, 70, 50, 0)),
+                     ("grad_step", 0.1), ("flow_sigma", 3), ("total_sigma", 0))
+"""antsRegistrationSyNQuick.sh's: the same SyN with Mattes mutual information (32 bins) and no
+full-resolution level."""
+
 METHODS: dict[str, Method] = {method.name: method for method in (
     Method("rigid", "Rigid", None, "rigid (6 parameters), mutual information"),
     Method("affine", "Affine", None, "affine (12 parameters), mutual information (as FLIRT)"),
-    Method("syn", "Affine", (("reg_iterations", (40, 20, 10)),),
-           "affine, then ANTs SyN (symmetric diffeomorphic), mutual information, 40x20x10 iterations"),
-    Method("syncc", "Affine", (("syn_metric", "CC"), ("syn_sampling", 2), ("reg_iterations", (40, 20, 10))),
-           "affine, then ANTs SyN with local cross-correlation (radius 2 voxels, as antsRegistrationSyN.sh), "
-           "40x20x10 iterations; about 4x the time of syn"),
+    Method("syn", "Affine", SYN_OPTIONS,
+           "affine, then ANTs SyN as antsRegistrationSyN.sh: cross-correlation (radius 4), 100x70x50x20 "
+           "iterations at 8x4x2x1"),
+    Method("synquick", "Affine", SYN_QUICK_OPTIONS,
+           "affine, then ANTs SyN as antsRegistrationSyNQuick.sh: mutual information, 100x70x50x0 iterations"),
 )}
 """The methods by name: the paper's FLIRT / NiftyReg / ANTs columns are affine-only and deformable."""
 DEFAULT_METHODS = ("affine", "syn")
@@ -99,10 +109,11 @@ class SubjectRegistration:
 
 @dataclass
 class CohortRegistration:
-    """What `register_cohort` wrote: per method, case -> label map file and case -> seconds."""
+    """What `register_cohort` wrote: per method, case -> label map file and case -> seconds (all of
+    that case's registrations with this method, one per template)."""
 
     out_dir: Path
-    template: Path
+    templates: list[Path]
     seed: int
     files: dict[str, dict[str, Path]] = field(default_factory=dict)
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -262,6 +273,27 @@ def register_labels(template: Template, t1: Volume, grid_affine: np.ndarray, gri
     return SubjectRegistration(labels, time.perf_counter() - start)
 
 
+def fuse_labels(label_maps: Sequence[np.ndarray]) -> np.ndarray:
+    """Majority vote of several atlases' label maps on one grid: each voxel takes the label most of them
+    give it; a tie goes to the earliest map among those tied (so one map is returned unchanged, and
+    with three atlases the first decides only where all three differ).
+
+    Raises:
+        ValueError: no maps, or maps of different shapes.
+    """
+    if not label_maps:
+        raise ValueError("no label maps to fuse")
+    shapes = {np.shape(m) for m in label_maps}
+    if len(shapes) != 1:
+        raise ValueError(f"label maps to fuse must share one grid; got shapes {sorted(shapes)}")
+    votes = [sum((other == m).astype(np.int16) for other in label_maps) for m in label_maps]
+    best = np.max(votes, axis=0)
+    fused = np.asarray(label_maps[-1]).copy()
+    for m, count in zip(reversed(label_maps), reversed(votes)):
+        fused = np.where(count == best, m, fused)
+    return fused
+
+
 # ----------------------------------------------------------------------------------------------------
 # a cohort
 # ----------------------------------------------------------------------------------------------------
@@ -286,14 +318,18 @@ def _subject_folders(cohort: Path, cases: Sequence[str] | None, names: Sequence[
     return folders
 
 
-def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike, out_dir: str | os.PathLike,
-                    methods: Sequence[str] = DEFAULT_METHODS, *, cases: Sequence[str] | None = None,
+def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike | Sequence[str | os.PathLike],
+                    out_dir: str | os.PathLike, methods: Sequence[str] = DEFAULT_METHODS, *,
+                    cases: Sequence[str] | None = None,
                     labels: str | os.PathLike | None = None, t1_name: str = "t1.nii.gz",
                     grid_name: str = "field.nii.gz", seed: int = DEFAULT_SEED, overwrite: bool = False,
                     progress: bool = False) -> CohortRegistration:
     """Carry the template's labels onto every subject (or `cases`) of an in-house cohort with each of
     `methods`, writing `out_dir`/<method>/<case>.nii.gz on the grid of the subject's `grid_name`
     (default: its field map, i.e. its QSM's grid) plus `out_dir`/<method>/registration.json.
+
+    Several templates (a sequence of folders): multi-atlas registration, every template registered to
+    every subject and the carried label maps fused by majority vote (`fuse_labels`), in the same layout.
 
     All method folders are built aside and moved into `out_dir` only when every registration
     succeeded; other entries of `out_dir` are left alone.
@@ -322,33 +358,42 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike, out_
     if existing and not overwrite:
         raise ValueError(f"{', '.join(existing)} already exist(s); pass `overwrite` to replace, or choose another "
                          "`out_dir`")
-    loaded = load_template(template, table)
-    dtype = label_dtype(loaded.label_ids)
-    report = CohortRegistration(out_dir.absolute(), loaded.folder.absolute(), seed)
+    folders_given = [template] if isinstance(template, (str, os.PathLike)) else list(template)
+    if not folders_given:
+        raise ValueError("no template given (`template`)")
+    loaded = [load_template(folder, table) for folder in folders_given]
+    dtype = label_dtype(sorted(set().union(*(t.label_ids for t in loaded))))
+    report = CohortRegistration(out_dir.absolute(), [t.folder.absolute() for t in loaded], seed)
     ants = _import_ants()
     with atomic_folder(out_dir, merge=True) as build, \
-            tqdm(total=len(folders) * len(chosen), desc="mqsm_register", unit="registration",
+            tqdm(total=len(folders) * len(chosen) * len(loaded), desc="mqsm_register", unit="registration",
                  disable=not progress) as bar:
         for case, folder in folders.items():
             t1 = read_volume(folder / t1_name)
             grid = read_volume(folder / grid_name, dtype=None)
             for m in chosen:
-                bar.set_postfix_str(f"{case} {m.name}")
-                try:
-                    result = register_labels(loaded, t1, grid.affine, grid.data.shape, m, seed)
-                except RuntimeError as error:
-                    raise RuntimeError(f"{case}: ANTs registration ({m.name}) failed: {error}") from None
-                write_volume(build / m.name / f"{case}.nii.gz", result.labels, grid.affine, dtype)
+                results = []
+                for number, atlas in enumerate(loaded, 1):
+                    bar.set_postfix_str(f"{case} {m.name}" + (f" template {number}" if len(loaded) > 1 else ""))
+                    try:
+                        results.append(register_labels(atlas, t1, grid.affine, grid.data.shape, m, seed))
+                    except RuntimeError as error:
+                        raise RuntimeError(f"{case}: ANTs registration ({m.name}) of {atlas.folder} failed: "
+                                           f"{error}") from None
+                    bar.update()
+                fused = fuse_labels([r.labels for r in results])
+                write_volume(build / m.name / f"{case}.nii.gz", fused, grid.affine, dtype)
                 report.files.setdefault(m.name, {})[case] = report.out_dir / m.name / f"{case}.nii.gz"
-                report.seconds.setdefault(m.name, {})[case] = result.seconds
-                bar.update()
+                report.seconds.setdefault(m.name, {})[case] = sum(r.seconds for r in results)
         for m in chosen:
             (build / m.name / REPORT_NAME).write_text(json.dumps({
                 "method": m.name, "description": m.description, "ants_linear": m.linear,
                 "ants_linear_options": dict(LINEAR_OPTIONS),
                 "ants_syn_options": None if m.deformable is None else dict(m.deformable),
                 "interpolator": "genericLabel", "antspyx": ants.__version__,
-                "seed": seed, "itk_threads": 1, "template": str(report.template), "cohort": str(cohort.absolute()),
+                "seed": seed, "itk_threads": 1, "templates": [str(t) for t in report.templates],
+                "fusion": "majority vote (ties: the earliest template)" if len(loaded) > 1 else None,
+                "cohort": str(cohort.absolute()),
                 "grid_file": grid_name, "seconds_per_case": report.seconds[m.name],
                 "seconds_per_subject": report.seconds_per_subject(m.name)}, indent=2) + "\n")
     return report

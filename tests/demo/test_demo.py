@@ -26,7 +26,7 @@ def test_demo_smallest_size_writes_tables_figures_and_summary(tmp_path):
     assert any("Initial weights from" in log.read_text() for log in logs)     # all tensors, outputs included
     assert "registration_table2" in summary
     curve = summary["learning_curve"]
-    assert curve["iterations"] == [1, 2]          # the epoch-1 checkpoint and the final model
+    assert curve["iterations"] == [0, 1, 2]       # the shipped model, the epoch-1 checkpoint, the final model
     assert all(0.0 <= d <= 1.0 for d in curve["dice"]) and all(n > 0 for n in curve["nrmse"])
     (case, files), = summary["cases"].items()
     for key in ("predicted_qsm", "predicted_segmentation", "true_susceptibility", "true_labels", "field", "mask"):

@@ -80,7 +80,8 @@ def test_cli_rows_equal_the_metrics(cohort, capsys):
         pred = read_volume(folders["pred"] / f"{case}_qsm.nii.gz").data
         ref = read_volume(folders["ref"] / f"{case}_chi.nii.gz").data
         mask = read_volume(folders["mask"] / f"{case}_mask.nii.gz").data
-        expected[case] = metrics.qsm_metrics(pred, ref, mask, include_2019=True)
+        expected[case] = {**metrics.qsm_metrics(pred, ref, mask, include_2019=True),
+                          **metrics.qsm_ci_metrics(pred, ref, mask)}
     for row in rows[:-1]:
         direct = expected[row["case"]]
         assert {key: float(row[key]) for key in direct} == pytest.approx(direct, rel=1e-12)

@@ -11,7 +11,7 @@ import pytest
 
 from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import LABELS, write_cohort, write_template
-from mqsm_nnunet.registration.ants import METHODS, load_template, register_cohort, register_labels
+from mqsm_nnunet.registration.ants import METHODS, fuse_labels, load_template, register_cohort, register_labels
 from mqsm_nnunet.cli.register import main
 
 TINY = dict(shape=(32, 32, 24), voxel_size=(6.0, 6.0, 6.0))
@@ -100,6 +100,41 @@ def copy_template(data, folder):
     for name in ("t1.nii.gz", "labels.nii.gz", "labels.json"):
         (folder / name).write_bytes((data / "template" / name).read_bytes())
     return folder
+
+
+def test_majority_vote_takes_the_label_most_atlases_give_and_the_first_on_ties():
+    first = np.array([[1, 1, 2, 3]])
+    second = np.array([[1, 2, 2, 4]])
+    third = np.array([[2, 2, 5, 5]])
+    np.testing.assert_array_equal(fuse_labels([first, second, third]), [[1, 2, 2, 3]])
+    np.testing.assert_array_equal(fuse_labels([first, second]), first)          # two atlases: every tie to the first
+    np.testing.assert_array_equal(fuse_labels([third]), third)
+    with pytest.raises(ValueError, match="one grid"):
+        fuse_labels([first, np.zeros((2, 4), int)])
+
+
+def test_multi_atlas_outvotes_a_wrong_atlas(data, tmp_path, capsys):
+    """Three templates, one of them labelled wrongly (left and right caudate swapped): the fused labels
+    are the two right atlases' labels, while that atlas alone carries its error."""
+    wrong = copy_template(data, tmp_path / "wrong")
+    (wrong / "labels.json").unlink()
+    labels = read_volume(wrong / "labels.nii.gz", dtype=None)
+    left, right = LABELS["caudate_L"], LABELS["caudate_R"]
+    swapped = np.where(labels.data == left, right, np.where(labels.data == right, left, labels.data))
+    write_volume(wrong / "labels.nii.gz", swapped, labels.affine, np.uint8)
+    good = [copy_template(data, tmp_path / f"good{k}") for k in (1, 2)]
+    args = ["-i", str(data / "cohort"), "--cases", "sub-001", "--method", "affine"]
+    assert main([*args, "--template", str(wrong), "--template", str(good[0]), "--template", str(good[1]),
+                 "-o", str(tmp_path / "multi")]) == 0
+    assert "3 templates fused by majority vote" in capsys.readouterr().out
+    assert main([*args, "--template", str(good[0]), "-o", str(tmp_path / "one"), "--quiet"]) == 0
+    assert main([*args, "--template", str(wrong), "-o", str(tmp_path / "wrong_only"), "--quiet"]) == 0
+    fused, one, wrong_only = (read_volume(tmp_path / name / "affine" / "sub-001.nii.gz", dtype=None).data
+                              for name in ("multi", "one", "wrong_only"))
+    np.testing.assert_array_equal(fused, one)
+    assert np.any((one == left) & (wrong_only == right))
+    report = json.loads((tmp_path / "multi" / "affine" / "registration.json").read_text())
+    assert len(report["templates"]) == 3 and report["fusion"].startswith("majority vote")
 
 
 def test_label_set_mismatch_is_refused(data, tmp_path, capsys):
