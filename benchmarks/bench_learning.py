@@ -87,9 +87,11 @@ METHODS = {
 }
 # The long setting's question: where do the demo's mQSM and the stock network it must beat plateau?
 LONG_METHODS = ["mqsm_input_fusion_map", "stock_t1_recipe"]
+QSM_COLUMNS = {"nrmse": "QSM NRMSE (%)", "qsmci_nrmse": "demeaned NRMSE (QSM-CI, %)", "hfen": "HFEN (%)"}
 # The iron nuclei, each its own column (left and right averaged): where T1 is blind and QSM is not.
 IRON_NUCLEI = {"pallidum": "pallid", "s. nigra": "nigra", "red nucleus": "red_nucleus", "dentate": "dentate"}
-BASELINE_NAMES = {"qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD", "tikhonov": "Tikhonov", "tv_admm": "TV-ADMM"}
+BASELINE_NAMES = {"qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD", "tikhonov": "Tikhonov (rule)",
+                  "tv_admm": "TV-ADMM (rule)", "tv_admm_oracle": "TV-ADMM (oracle alpha)"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -271,27 +273,22 @@ def combine_runs(runs: list[dict]) -> dict:
                           **{k: np.mean([r["curve"][k] for r in runs], axis=0).tolist()
                              for k in ("dice", "deep_nuclei", "nrmse") if k in first["curve"]}}}
     if "qsm" in first:
-        combined["qsm"] = {m: float(np.mean([r["qsm"][m] for r in runs])) for m in ("nrmse", "hfen")}
+        combined["qsm"] = {m: float(np.mean([r["qsm"][m] for r in runs])) for m in QSM_COLUMNS}
     return combined
 
 
 def classical_baselines(cohort: Path, cases: list[str], out: Path) -> dict[str, dict]:
-    from mqsm_nnunet.qsm.baselines import run_baselines
-    from mqsm_nnunet.io.nifti import read_volume, write_volume
-    from mqsm_nnunet.conversion.b0 import b0_direction
+    """QSM-, TKD, Tikhonov, TV-ADMM (parameters by rule) and TV-ADMM with the oracle alpha on the
+    held-out subjects (`qsm.cohort_baselines`): scores, parameters and seconds per subject."""
     from mqsm_nnunet.evaluation.scoring import qsm_scores
+    from mqsm_nnunet.qsm.cohort_baselines import run_cohort_baselines
 
-    files: dict[str, dict[str, Path]] = {}
-    for case in cases:
-        field = read_volume(cohort / case / "field.nii.gz")
-        mask = read_volume(cohort / case / "mask.nii.gz").data > 0
-        b0_dir, _ = b0_direction(cohort / case / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
-        for method, chi in run_baselines(field.data, field.voxel_size, b0_dir, mask).items():
-            path = write_volume(out / "baselines" / method / f"{case}_qsm.nii.gz", chi * mask, field.affine,
-                                np.float32)
-            files.setdefault(method, {})[case] = path
-    return {method: qsm_scores(f, {c: cohort / c / "chi.nii.gz" for c in cases},
-                               {c: cohort / c / "mask.nii.gz" for c in cases}) for method, f in files.items()}
+    report = run_cohort_baselines(cohort, cases, out / "baselines")
+    seconds = report.seconds_per_subject()
+    return {method: {**qsm_scores(files, {c: cohort / c / "chi.nii.gz" for c in cases},
+                                  {c: cohort / c / "mask.nii.gz" for c in cases}),
+                     "parameters": report.parameters.get(method, {}), "seconds": seconds[method]}
+            for method, files in report.files.items()}
 
 
 def iron_nuclei_dice(regions: dict[str, float]) -> dict[str, float]:
@@ -307,8 +304,8 @@ def table(results: dict, baselines: dict) -> str:
                 next(iter(results)))
     reference = results[base]["s_per_iteration"]
     lines = ["| method | trainer | runs | mean Dice (range) | deep nuclei | " + " | ".join(IRON_NUCLEI) +
-             f" | cortex | other | QSM NRMSE (%) | HFEN (%) | s/it | x {base} |",
-             "| --- " * (11 + len(IRON_NUCLEI)) + "|"]
+             " | cortex | other | " + " | ".join(QSM_COLUMNS.values()) + f" | s/it | x {base} |",
+             "| --- " * (9 + len(IRON_NUCLEI) + len(QSM_COLUMNS)) + "|"]
     for method, r in results.items():
         qsm = {k: f"{v:.1f}" for k, v in r.get("qsm", {}).items()}
         low, high = r["dice_range"]
@@ -316,11 +313,14 @@ def table(results: dict, baselines: dict) -> str:
         iron = " | ".join(f"{d:.3f}" for d in iron_nuclei_dice(r["regions"]).values())
         lines.append(f"| {method} | {r['trainer']} | {len(r['runs'])} | {dice} | {r['groups']['deep nuclei']:.3f} | "
                      f"{iron} | {r['groups']['cortex']:.3f} | {r['groups']['other']:.3f} | "
-                     f"{qsm.get('nrmse', '')} | {qsm.get('hfen', '')} | "
-                     f"{r['s_per_iteration']:.2f} | {r['s_per_iteration'] / reference:.2f} |")
+                     + " | ".join(qsm.get(k, "") for k in QSM_COLUMNS) +
+                     f" | {r['s_per_iteration']:.2f} | {r['s_per_iteration'] / reference:.2f} |")
     for method, q in baselines.items():
-        lines.append(f"| {BASELINE_NAMES.get(method, method)} | classical |" + " |" * (5 + len(IRON_NUCLEI)) +
-                     f" {q['nrmse']:.1f} | {q['hfen']:.1f} | | |")
+        values = ", ".join(f"{v:.2g}" for v in q.get("parameters", {}).values())
+        name = BASELINE_NAMES.get(method, method) + (f" ({values}; {q['seconds']:.1f} s/subject)" if values else
+                                                      f" ({q['seconds']:.1f} s/subject)")
+        lines.append(f"| {name} | classical |" + " |" * (5 + len(IRON_NUCLEI)) + " " +
+                     " | ".join(f"{q[k]:.1f}" for k in QSM_COLUMNS) + " | | |")
     return "\n".join(lines)
 
 

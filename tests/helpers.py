@@ -1,5 +1,6 @@
 """What several test modules share (no tests here): running the venv's commands in a subprocess, the
-environment of a private nnU-Net installation for them, and a stock nnU-Net 3d_fullres configuration."""
+environment of a private nnU-Net installation for them, a stock nnU-Net 3d_fullres configuration,
+and a small ellipsoid susceptibility phantom for the dipole inversions."""
 from __future__ import annotations
 
 import os
@@ -76,3 +77,33 @@ STOCK_3D = {
             "nonlin_kwargs": {"inplace": True}},
         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
 }
+
+
+QSM_SHAPE = (32, 32, 24)
+QSM_VOXEL_SIZE = (1.0, 1.0, 1.5)
+QSM_B0_DIR = (0.1, 0.2, 1.0)  # oblique, as an oblique acquisition gives
+
+
+def _ellipsoid(center, radii):
+    import numpy as np
+
+    idx = np.indices(QSM_SHAPE).astype(float)
+    return sum(((idx[a] - center[a]) / radii[a]) ** 2 for a in range(3)) <= 1
+
+
+def ellipsoid_qsm_phantom():
+    """(chi, mask, noiseless field) in ppm: a brain-like ellipsoid (-20 ppb) holding deep-grey-matter-like
+    ellipsoids and a 'vein', field by `physics.forward_field` on `QSM_SHAPE`."""
+    import numpy as np
+
+    from mqsm_nnunet import physics
+
+    c = [(n - 1) / 2 for n in QSM_SHAPE]
+    mask = _ellipsoid(c, (13, 13, 9))
+    chi = np.zeros(QSM_SHAPE)
+    chi[mask] = -0.02
+    chi[_ellipsoid((c[0] - 5, c[1] + 2, c[2]), (3, 2.5, 2))] = 0.13
+    chi[_ellipsoid((c[0] + 5, c[1] + 2, c[2]), (3, 2.5, 2))] = 0.05
+    chi[_ellipsoid((c[0], c[1] - 6, c[2] + 1), (4, 3, 2))] = 0.03
+    chi[_ellipsoid((c[0] + 1, c[1] - 1, c[2] - 3), (1.5, 1.5, 1.5))] = 0.19
+    return chi, mask, physics.forward_field(chi, QSM_VOXEL_SIZE, QSM_B0_DIR)

@@ -12,10 +12,12 @@ from pathlib import Path
 
 from mqsm_nnunet.analysis.table2 import Table2Report, run_table2
 from mqsm_nnunet.phantom import DEFAULT_REAL_VOXEL_SIZE, write_real_template
-from mqsm_nnunet.registration.ants import DEFAULT_METHODS, register_cohort
+from mqsm_nnunet.registration.ants import register_cohort
 
 MQSM, TRUTH = "mQSM", "Ground truth"
 NAMES = {"rigid": "Rigid", "affine": "Affine", "syn": "ANTs SyN", "synquick": "ANTs SyN (quick)"}
+DEMO_DEFORMABLE = "synquick"
+ATLASES = 3
 
 
 @dataclass(frozen=True)
@@ -54,35 +56,44 @@ def verdict(table: Table2Report) -> str:
 def registration_table2(cohort: str | os.PathLike, cases: Sequence[str], predicted_qsm: Mapping[str, Path],
                         predicted_seg: Mapping[str, Path], true_chi: Mapping[str, Path],
                         true_labels: Mapping[str, Path], out_dir: str | os.PathLike, *,
-                        methods: Sequence[str] = DEFAULT_METHODS, seed: int = 0,
+                        deformable: str = DEMO_DEFORMABLE, atlases: int = ATLASES, seed: int = 0,
                         template_shape: Sequence[int] | None = None,
                         template_voxel_size: Sequence[float] | None = None) -> RegistrationTable2:
-    """Write the template of real-anatomy cohort `seed` (`write_real_template`: an anatomy none of the
-    first 15 subjects uses) to `out_dir`/template, register it to `cases` with
-    `methods` (`out_dir`/registered/<method>/), and Table 2 (`out_dir`/table2/): columns mQSM
-    (predicted QSM + predicted segmentation) and each method (predicted QSM + registered labels),
+    """Write `atlases` templates of real-anatomy cohort `seed` (`write_real_template`: anatomies none of
+    the first 16 - `atlases` subjects uses) to `out_dir`/template<k>, carry the first one's labels to
+    `cases` with an affine and with `deformable` SyN, and all of them with `deformable` fused by majority
+    vote (multi-atlas; `out_dir`/registered/), and write Table 2 (`out_dir`/table2/): columns mQSM
+    (predicted QSM + predicted segmentation) and each registration (predicted QSM + its labels),
     reference = true chi + true labels.
 
     Raises:
         FileNotFoundError / ValueError: as `register_cohort` and `run_table2`.
     """
     cohort, out_dir = Path(cohort), Path(out_dir)
-    template = write_real_template(out_dir / "template", template_voxel_size or DEFAULT_REAL_VOXEL_SIZE, seed,
-                                   shape=template_shape, overwrite=True)
-    registered = register_cohort(cohort, template, out_dir / "registered", methods, cases=cases, overwrite=True)
-    columns = {MQSM: (predicted_qsm, predicted_seg)}
-    columns.update({NAMES.get(m, m): (predicted_qsm, registered.files[m]) for m in registered.files})
+    templates = [write_real_template(out_dir / f"template{k}", template_voxel_size or DEFAULT_REAL_VOXEL_SIZE, seed,
+                                     shape=template_shape, overwrite=True, from_last=k) for k in range(1, atlases + 1)]
+    single = register_cohort(cohort, templates[0], out_dir / "registered", ["affine"], cases=cases, overwrite=True)
+    multi = register_cohort(cohort, templates, out_dir / "registered", [deformable], cases=cases, overwrite=True,
+                            keep_each_template=True)
+    name, multi_name = NAMES[deformable], f"Multi-atlas {NAMES[deformable]} ({atlases}, majority vote)"
+    columns = {MQSM: (predicted_qsm, predicted_seg), NAMES["affine"]: (predicted_qsm, single.files["affine"]),
+               name: (predicted_qsm, multi.each_template[deformable][0]),
+               multi_name: (predicted_qsm, multi.files[deformable])}
+    seconds = {NAMES["affine"]: single.seconds_per_subject("affine"),
+               multi_name: multi.seconds_per_subject(deformable)}
+    seconds[name] = seconds[multi_name] / atlases
     table = run_table2(columns, (TRUTH, true_chi, true_labels), cohort / "labels.json", out_dir / "table2")
     sentence = verdict(table)
-    seconds = {m: registered.seconds_per_subject(m) for m in registered.files}
     figure = table.files["table2_differences.png"]
-    timing = ", ".join(f"{NAMES.get(m, m)} {s:.1f} s" for m, s in seconds.items())
+    timing = ", ".join(f"{column} {s:.1f} s" for column, s in seconds.items())
     markdown = "\n".join([
         "## Regional susceptibility against registration (paper Table 2: ground truth, mQSM, registration)",
         "",
-        f"Registration arm: a template (another real brain, undeformed, noise-free T1) registered to each "
+        f"Registration arm: templates (other real brains, undeformed, noise-free T1) registered to each "
         f"held-out T1 with ANTs ({timing} per subject, 1 thread), labels carried by nearest label onto the "
-        "subject's grid; each column reads the mQSM QSM with its own labels. docs/registration.md.",
+        f"subject's grid, the {atlases} atlases' labels fused by majority vote in the multi-atlas column; each "
+        "column reads the mQSM QSM with its own labels. Dice of each column's labels against the truth: "
+        f"{_dice_line(columns, true_labels, cohort)}. docs/registration.md.",
         "",
         table.markdown(),
         sentence,
@@ -92,9 +103,9 @@ def registration_table2(cohort: str | os.PathLike, cases: Sequence[str], predict
         "",
     ])
     summary_json = {
-        "template": str(template.absolute()),
-        "registered_labels": {m: {case: str(path) for case, path in files.items()}
-                              for m, files in registered.files.items()},
+        "templates": [str(t.absolute()) for t in templates],
+        "registered_labels": {column: {case: str(path) for case, path in files.items()}
+                              for column, (_, files) in columns.items() if column != MQSM},
         "seconds_per_subject": seconds,
         "table2_files": {name: str(path) for name, path in table.files.items()},
         "rows": table.rows(),
@@ -105,3 +116,14 @@ def registration_table2(cohort: str | os.PathLike, cases: Sequence[str], predict
         "verdict": sentence,
     }
     return RegistrationTable2(table.rows(), markdown, figure, summary_json, sentence, table)
+
+
+def _dice_line(columns: Mapping[str, tuple], true_labels: Mapping[str, Path], cohort: Path) -> str:
+    """'Affine 0.48, ANTs SyN 0.53, ...': mean Dice over regions and cases of each column's label maps."""
+    from mqsm_nnunet.evaluation.scoring import segmentation_scores
+    from mqsm_nnunet.io.labels import read_labels
+
+    labels = read_labels(cohort / "labels.json").ids
+    scores = {column: segmentation_scores(files, true_labels, labels)["mean_dice"]
+              for column, (_, files) in columns.items()}
+    return ", ".join(f"{column} {dice:.3f}" for column, dice in scores.items())

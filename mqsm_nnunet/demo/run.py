@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from mqsm_nnunet.demo.summary import DISPLAY_NAMES, METHODS_ORDER, ordered, write_summary
 
@@ -138,9 +137,13 @@ def run(args: argparse.Namespace) -> Path:
             _tool("mqsm_predict"), "-i", str(raw / "imagesTs"), "-o", str(out / "predictions_curve" / PRETRAINED_POINT),
             "--pretrained", "-device", device, "--disable_progress_bar"], env)
 
-    steps.begin("classical dipole inversions on the same field maps (TKD, Tikhonov, TV-ADMM, QSM-)")
+    steps.begin("classical dipole inversions on the same field maps (QSM-, TKD, Tikhonov, TV-ADMM, each tuned "
+                "per subject by its rule; TV-ADMM also with the alpha best against the truth: an oracle)")
+    from mqsm_nnunet.qsm.cohort_baselines import run_cohort_baselines
+
     method_files = {"mQSM": {case: predictions / f"{case}_qsm.nii.gz" for case in test_cases}}
-    method_files.update(_run_baselines(cohort, test_cases, out / "baselines"))
+    baselines = run_cohort_baselines(cohort, test_cases, out / "baselines")
+    method_files.update(baselines.files)
 
     steps.begin("evaluation against the phantom truth (QSM: Table 1; segmentation: Table 3)")
     results = out / "results"
@@ -174,7 +177,8 @@ def run(args: argparse.Namespace) -> Path:
     figures["learning_curve"] = str(curve.pop("figure"))
 
     write_summary(results, args, f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", TRAINER, summary, test_cases,
-                  method_files, qsm_tables, seg_summary, iron, figures, cohort, predictions, device, curve, arm)
+                  method_files, qsm_tables, seg_summary, iron, figures, cohort, predictions, device, curve, arm,
+                  baselines)
     print(f"done in {time.perf_counter() - steps.start:.0f} s: read {results / 'summary.md'}")
     return results
 
@@ -208,23 +212,6 @@ def _learning_curve(out: Path, cohort: Path, cases: list[str], snapshots: list[P
     curve["figure"] = learning_curve_figure(out / "results" / "figures" / "learning_curve.png", {"mQSM": curve},
                                             references, title="mQSM demo: held-out subjects during training")
     return curve
-
-
-def _run_baselines(cohort: Path, cases: list[str], out_dir: Path) -> dict[str, dict[str, Path]]:
-    from mqsm_nnunet.qsm.baselines import run_baselines
-    from mqsm_nnunet.io.nifti import read_volume, write_volume
-    from mqsm_nnunet.conversion.b0 import b0_direction
-
-    files: dict[str, dict[str, Path]] = {}
-    for case in cases:
-        field = read_volume(cohort / case / "field.nii.gz")
-        mask = read_volume(cohort / case / "mask.nii.gz").data > 0
-        b0_dir, _ = b0_direction(cohort / case / "field.nii.gz", field.affine, None)  # as mqsm_convert resolves it
-        maps = run_baselines(field.data, field.voxel_size, b0_dir, mask)
-        for method, chi in maps.items():
-            path = write_volume(out_dir / method / f"{case}_qsm.nii.gz", chi * mask, field.affine, np.float32)
-            files.setdefault(method, {})[case] = path
-    return files
 
 
 def _evaluate(method_files, truth, masks, predicted_seg, true_labels, labels_json, results: Path):

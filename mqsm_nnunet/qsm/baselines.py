@@ -19,7 +19,7 @@ docs/baselines.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import scipy.fft
@@ -238,8 +238,10 @@ def run_baselines(
     b0_dir: Sequence[float],
     mask: np.ndarray,
     names: Sequence[str] | None = None,
+    parameters: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run the named baselines (all of `BASELINES` by default) with their default parameters.
+    """Run the named baselines (all of `BASELINES` by default), each with `parameters[name]` (keyword
+    arguments; e.g. `parameter_rules.tuned_parameters`) or else its documented defaults.
 
     Returns ``{name: chi}`` in ppm, float64, zero outside the mask.
 
@@ -250,4 +252,6 @@ def run_baselines(
     unknown = [name for name in names if name not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
-    return {name: np.asarray(BASELINES[name](field, voxel_size, b0_dir, mask), dtype=np.float64) for name in names}
+    parameters = parameters or {}
+    return {name: np.asarray(BASELINES[name](field, voxel_size, b0_dir, mask, **parameters.get(name, {})),
+                             dtype=np.float64) for name in names}

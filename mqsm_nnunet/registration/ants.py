@@ -117,6 +117,8 @@ class CohortRegistration:
     seed: int
     files: dict[str, dict[str, Path]] = field(default_factory=dict)
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    each_template: dict[str, list[dict[str, Path]]] = field(default_factory=dict)
+    """With `keep_each_template`: per method, per template (in order), case -> its own label map."""
 
     def seconds_per_subject(self, method: str) -> float:
         """Mean wall-clock seconds per subject of `method`."""
@@ -323,7 +325,7 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike | Seq
                     cases: Sequence[str] | None = None,
                     labels: str | os.PathLike | None = None, t1_name: str = "t1.nii.gz",
                     grid_name: str = "field.nii.gz", seed: int = DEFAULT_SEED, overwrite: bool = False,
-                    progress: bool = False) -> CohortRegistration:
+                    progress: bool = False, keep_each_template: bool = False) -> CohortRegistration:
     """Carry the template's labels onto every subject (or `cases`) of an in-house cohort with each of
     `methods`, writing `out_dir`/<method>/<case>.nii.gz on the grid of the subject's `grid_name`
     (default: its field map, i.e. its QSM's grid) plus `out_dir`/<method>/registration.json.
@@ -339,6 +341,8 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike | Seq
             template must hold exactly its regions (a colour table's: the template's ids must be in it).
         t1_name, grid_name: file names inside each subject folder.
         overwrite: replace existing method folders in `out_dir`.
+        keep_each_template: with several templates, also write each template's own label maps to
+            `out_dir`/<method>/template<k>/<case>.nii.gz (k = 1, 2, ... in the order given).
 
     Raises:
         FileNotFoundError: a missing folder or file.
@@ -382,6 +386,12 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike | Seq
                                            f"{error}") from None
                     bar.update()
                 fused = fuse_labels([r.labels for r in results])
+                if keep_each_template and len(loaded) > 1:
+                    for number, result in enumerate(results, 1):
+                        name = f"template{number}/{case}.nii.gz"
+                        write_volume(build / m.name / name, result.labels, grid.affine, dtype)
+                        each = report.each_template.setdefault(m.name, [{} for _ in loaded])
+                        each[number - 1][case] = report.out_dir / m.name / name
                 write_volume(build / m.name / f"{case}.nii.gz", fused, grid.affine, dtype)
                 report.files.setdefault(m.name, {})[case] = report.out_dir / m.name / f"{case}.nii.gz"
                 report.seconds.setdefault(m.name, {})[case] = sum(r.seconds for r in results)

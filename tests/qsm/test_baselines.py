@@ -10,31 +10,14 @@ import pytest
 
 from mqsm_nnunet import metrics, physics
 from mqsm_nnunet.qsm import baselines
+from helpers import QSM_B0_DIR as B0_DIR, QSM_SHAPE as SHAPE, QSM_VOXEL_SIZE as VOXEL_SIZE, ellipsoid_qsm_phantom
 
-SHAPE = (32, 32, 24)
-VOXEL_SIZE = (1.0, 1.0, 1.5)
-B0_DIR = (0.1, 0.2, 1.0)  # oblique, as an oblique acquisition gives
 NOISE_RELATIVE = 0.5  # noise std / field std in the mask, for the noisy comparison
-
-
-def _ellipsoid(center, radii):
-    idx = np.indices(SHAPE).astype(float)
-    return sum(((idx[a] - center[a]) / radii[a]) ** 2 for a in range(3)) <= 1
 
 
 @pytest.fixture(scope="module")
 def phantom():
-    """Brain-like ellipsoid (-20 ppb) holding deep-grey-matter-like ellipsoids (ppm) and a 'vein'."""
-    c = [(n - 1) / 2 for n in SHAPE]
-    mask = _ellipsoid(c, (13, 13, 9))
-    chi = np.zeros(SHAPE)
-    chi[mask] = -0.02
-    chi[_ellipsoid((c[0] - 5, c[1] + 2, c[2]), (3, 2.5, 2))] = 0.13
-    chi[_ellipsoid((c[0] + 5, c[1] + 2, c[2]), (3, 2.5, 2))] = 0.05
-    chi[_ellipsoid((c[0], c[1] - 6, c[2] + 1), (4, 3, 2))] = 0.03
-    chi[_ellipsoid((c[0] + 1, c[1] - 1, c[2] - 3), (1.5, 1.5, 1.5))] = 0.19
-    field = physics.forward_field(chi, VOXEL_SIZE, B0_DIR)
-    return chi, mask, field
+    return ellipsoid_qsm_phantom()
 
 
 @pytest.fixture(scope="module")

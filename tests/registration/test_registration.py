@@ -200,13 +200,16 @@ def test_demo_registration_arm_writes_table2_and_says_what_it_shows(tmp_path):
     write_real_cohort(cohort, 2, voxel_size=(4.0, 4.0, 4.0), seed=2)
     chi = {case: cohort / case / "chi.nii.gz" for case in cases}
     truth = {case: cohort / case / "labels.nii.gz" for case in cases}
-    result = registration_table2(cohort, cases, chi, truth, chi, truth, tmp_path / "arm", methods=["affine"],
-                                 seed=2, template_voxel_size=(4.0, 4.0, 4.0))
-    assert result.table.columns == ("mQSM", "Affine")
+    result = registration_table2(cohort, cases, chi, truth, chi, truth, tmp_path / "arm", seed=2,
+                                 template_voxel_size=(4.0, 4.0, 4.0))
+    multi = "Multi-atlas ANTs SyN (quick) (3, majority vote)"
+    assert result.table.columns == ("mQSM", "Affine", "ANTs SyN (quick)", multi)
     by_key = {(d.group, d.column): d for d in result.table.group_differences}
     assert by_key[("all", "mQSM")].mean_abs_difference_ppb == 0.0  # the mQSM column here is the truth itself
     assert "cortex: mQSM closer to the truth than Affine" in result.verdict
     assert result.figure.is_file() and "| Region | Ground truth | mQSM | Affine |" in result.markdown
-    for case, path in result.summary_json["registered_labels"]["affine"].items():
-        assert nib.load(path).shape == nib.load(cohort / case / "field.nii.gz").shape
-    assert result.summary_json["seconds_per_subject"]["affine"] > 0
+    assert len(result.summary_json["templates"]) == 3 and "Dice of each column's labels" in result.markdown
+    for column in ("Affine", "ANTs SyN (quick)", multi):
+        for case, path in result.summary_json["registered_labels"][column].items():
+            assert nib.load(path).shape == nib.load(cohort / case / "field.nii.gz").shape
+        assert result.summary_json["seconds_per_subject"][column] > 0
