@@ -33,9 +33,9 @@ class Rule(NamedTuple):
 
 
 RULES: dict[str, Rule] = {
-    "tkd": Rule("threshold", "one", 0.2),
-    "tikhonov": Rule("lam", "noise_to_chi_squared", 1.0),
-    "tv_admm": Rule("alpha", "noise2_per_gradient", 1.0),
+    "tkd": Rule("threshold", "one", 0.14),
+    "tikhonov": Rule("lam", "noise_to_chi_squared", 1.4),
+    "tv_admm": Rule("alpha", "noise2_per_gradient", 1.6),
 }
 
 
