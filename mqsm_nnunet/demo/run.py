@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> Path:
                              compare_qsm_files=truth, compare_seg_files=true_labels,
                              set_names=("mQSM", "Ground truth"))
 
-    steps.begin("registration arm: template labels by ANTs (affine, SyN) against mQSM and the truth (Table 2)")
+    steps.begin("registration arm: template labels by ANTs (affine, SyN, 3-atlas SyN fused by majority vote) against "
+                "mQSM and the truth (Table 2)")
     from mqsm_nnunet.demo.registration import registration_table2
 
     arm = registration_table2(cohort, test_cases, method_files["mQSM"], predicted_seg, truth, true_labels,
