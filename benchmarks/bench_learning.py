@@ -41,6 +41,7 @@ results.md the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -120,6 +121,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64], metavar=("X", "Y", "Z"),
                         help="patch size of every method's plans (default 64 64 64: the demo's and the shipped "
                              "model's; 0 0 0 keeps nnU-Net's planned patch)")
+    parser.add_argument("--timing", action="store_true",
+                        help="only measure seconds per iteration: each method trains 3 epochs x 10 iterations on the "
+                             "prepared data, nothing scored (run it on an idle machine after a long run with the "
+                             "same -o: the equal-time table then uses these figures); writes timing.json")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("-o", "--out", default="bench_learning_output")
     args = parser.parse_args(argv)
@@ -227,20 +232,25 @@ def score_checkpoint(method: str, checkpoint: str, args, out: Path, env: dict, c
     return scores
 
 
-def train_and_score(method: str, args, out: Path, env: dict, cohort: Path, cases: list[str]) -> dict:
+def train(method: str, training: ShortTraining, args, env: dict, log: Path) -> tuple[Path, float, float]:
+    """Train `method` from scratch for `training`: (model folder, wall seconds, seconds per iteration)."""
     trainer, plans, dataset_id, _, cpu_bf16 = METHODS[method]
     name = MQSM_NAME if dataset_id == MQSM_ID else T1_NAME
     model = Path(env["nnUNet_results"]) / name / f"{trainer}__{plans}__3d_fullres"
     shutil.rmtree(model, ignore_errors=True)
-    log = out / "logs" / f"train_{method}.log"
     write_short_training(Path(env["nnUNet_preprocessed"]) / name / f"{plans}.json",
-                         ShortTraining(args.epochs, args.per_epoch, args.curve_every if args.curve else 0,
-                                       cpu_bf16=cpu_bf16))
+                         dataclasses.replace(training, cpu_bf16=cpu_bf16))
     start = time.perf_counter()
     run(["nnUNetv2_train", str(dataset_id), "3d_fullres", "all", "-tr", trainer, "-p", plans, "-device",
          args.device], env, log)
-    wall = time.perf_counter() - start
-    seconds_per_iteration = epoch_seconds(log.read_text()) / args.per_epoch
+    return model, time.perf_counter() - start, epoch_seconds(log.read_text()) / training.iterations_per_epoch
+
+
+def train_and_score(method: str, args, out: Path, env: dict, cohort: Path, cases: list[str]) -> dict:
+    trainer, plans, _, _, _ = METHODS[method]
+    model, wall, seconds_per_iteration = train(
+        method, ShortTraining(args.epochs, args.per_epoch, args.curve_every if args.curve else 0), args, env,
+        out / "logs" / f"train_{method}.log")
     curve = {"iterations": [], "dice": [], "deep_nuclei": [], "nrmse": []}
     if args.curve:
         for epoch, checkpoint in checkpoints(model):
@@ -337,21 +347,38 @@ def curve_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def equal_time_table(results: dict) -> str:
+def equal_time_table(results: dict, timing: dict | None = None) -> str:
     """Held-out scores at equal training time: the slowest method's budget is the fastest's full run;
     each method's curve (mean Dice and deep nuclei against iterations, from 0 at 0) read at
-    budget / its s/it by linear interpolation."""
-    budget = min(r["curve"]["iterations"][-1] * r["s_per_iteration"] for r in results.values())
+    budget / its s/it by linear interpolation. s/it from `timing` (an idle `--timing` run) where given."""
+    per_iteration = {m: (timing or {}).get(m, r["s_per_iteration"]) for m, r in results.items()}
+    budget = min(r["curve"]["iterations"][-1] * per_iteration[m] for m, r in results.items())
     lines = [f"Equal training time: {budget / 60:.1f} min each (the quickest method's full run)", "",
              "| method | s/it | iterations in that time | mean Dice | deep nuclei |", "| --- | --- | --- | --- | --- |"]
     for method, r in results.items():
         curve = r["curve"]
-        iterations = budget / r["s_per_iteration"]
+        iterations = budget / per_iteration[method]
         points = [0, *curve["iterations"]]
         dice = np.interp(iterations, points, [0.0, *curve["dice"]])
         deep = np.interp(iterations, points, [0.0, *curve["deep_nuclei"]])
-        lines.append(f"| {method} | {r['s_per_iteration']:.2f} | {iterations:.0f} | {dice:.3f} | {deep:.3f} |")
+        lines.append(f"| {method} | {per_iteration[method]:.2f} | {iterations:.0f} | {dice:.3f} | {deep:.3f} |")
     return "\n".join(lines)
+
+
+def measure_timing(args, out: Path, env: dict) -> int:
+    """Seconds per iteration of every method, 3 epochs x 10 iterations each, one after another; the
+    median epoch after the first (nnU-Net's 2 validation batches per epoch included, as in training)."""
+    timing = {}
+    for method in args.methods:
+        _, _, timing[method] = train(method, ShortTraining(3, 10), args, env, out / "logs" / f"timing_{method}.log")
+        print(f"[{method}] {timing[method]:.2f} s/it (load {os.getloadavg()[0]:.1f})", flush=True)
+    (out / "timing.json").write_text(json.dumps(timing, indent=2))
+    results_file = out / "results.json"
+    if results_file.is_file():
+        results = json.loads(results_file.read_text())["results"]
+        if all(m in timing for m in results):
+            print(equal_time_table(results, timing))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -370,6 +397,8 @@ def main(argv=None) -> int:
           f"load {os.getloadavg()[0]:.1f}; {args.iterations} iterations per method "
           f"({args.epochs} epochs x {args.per_epoch}), device {args.device}", flush=True)
     cohort, cases = prepare(args, out, env)
+    if args.timing:
+        return measure_timing(args, out, env)
     baselines = classical_baselines(cohort, cases, out)
     runs: dict[str, list[dict]] = {}
     results = {}
