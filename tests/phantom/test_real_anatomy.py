@@ -138,3 +138,18 @@ def test_embedded_cohort_turns_the_affine_for_b0_and_deals_different_brains(tmp_
         field = read_volume(tmp_path / "cohort" / case / "field.nii.gz")
         assert field.data.shape == (48, 52, 60) and not (tmp_path / "cohort" / case / "field.json").exists()
         assert abs(float(b0_direction_from_affine(field.affine) @ b0)) > 0.9999
+
+
+def test_several_templates_are_different_anatomies(tmp_path, capsys):
+    """`--template` given three times: three atlases from three anatomies (the seed's last three; the
+    geometric phantom has one template)."""
+    folders = [tmp_path / f"t{k}" for k in (1, 2, 3)]
+    assert main(["--template", str(folders[0]), "--template", str(folders[1]), "--template", str(folders[2]),
+                 "--voxel-size", "4", "4", "4", "--seed", "3", "--quiet"]) == 0
+    labels = [read_volume(folder / "labels.nii.gz", dtype=None).data for folder in folders]
+    assert len({label.shape for label in labels}) == 3          # three brains, three sizes
+    nuclei = {*SUBSTANTIA_NIGRA.values(), *RED_NUCLEUS.values(), *DENTATE.values()}
+    assert all(set(np.unique(label)) >= nuclei for label in labels)
+    with pytest.raises(SystemExit):
+        main(["--template", str(tmp_path / "g1"), "--template", str(tmp_path / "g2"), "--geometric"])
+    assert "once" in capsys.readouterr().err
