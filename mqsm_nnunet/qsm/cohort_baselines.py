@@ -50,9 +50,10 @@ def run_cohort_baselines(cohort: Path, cases: Sequence[str], out_dir: Path, orac
         start = time.perf_counter()
         tuned = tuned_parameters(field_map, voxel, b0_dir, mask)
         rule_seconds = time.perf_counter() - start
+        maps = {}
         for method, inversion in BASELINES.items():
             start = time.perf_counter()
-            chi = inversion(field_map, voxel, b0_dir, mask, **tuned.get(method, {}))
+            chi = maps[method] = inversion(field_map, voxel, b0_dir, mask, **tuned.get(method, {}))
             seconds = time.perf_counter() - start + (rule_seconds if method in RULES else 0.0)
             path = write_volume(out_dir / method / f"{case}_qsm.nii.gz", chi * mask, affine, np.float32)
             report.add(method, case, path, tuned[method][RULES[method].parameter] if method in RULES else None,
@@ -60,7 +61,8 @@ def run_cohort_baselines(cohort: Path, cases: Sequence[str], out_dir: Path, orac
         if oracle:
             start = time.perf_counter()
             true_chi = read_volume(cohort / case / "chi.nii.gz").data
-            alpha, chi = oracle_parameter("tv_admm", field_map, voxel, b0_dir, mask, true_chi)
+            alpha, chi = oracle_parameter("tv_admm", field_map, voxel, b0_dir, mask, true_chi,
+                                          rule_chi=maps["tv_admm"])
             path = write_volume(out_dir / ORACLE / f"{case}_qsm.nii.gz", chi * mask, affine, np.float32)
             report.add(ORACLE, case, path, alpha, time.perf_counter() - start)
     return report

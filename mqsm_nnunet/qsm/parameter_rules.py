@@ -93,18 +93,22 @@ ORACLE_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def oracle_parameter(name: str, field: np.ndarray, voxel_size: Sequence[float], b0_dir: Sequence[float],
-                     mask: np.ndarray, true_chi: np.ndarray,
-                     factors: Sequence[float] = ORACLE_FACTORS) -> tuple[float, np.ndarray]:
+                     mask: np.ndarray, true_chi: np.ndarray, factors: Sequence[float] = ORACLE_FACTORS,
+                     rule_chi: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """The baseline `name` with the parameter that is best against the truth (demeaned NRMSE in the
     mask) among the rule's value times `factors`: an oracle, for synthetic data only, to show how
-    far the rule is from the best a tuned method could do. Returns (parameter, chi)."""
+    far the rule is from the best a tuned method could do. `rule_chi`: the map at the rule's own
+    value when the caller has it (not computed again). Returns (parameter, chi)."""
     from mqsm_nnunet.metrics import nrmse_demeaned
 
     rule = RULES[name]
     centre = tuned_parameters(field, voxel_size, b0_dir, mask, [name])[name][rule.parameter]
     tried = []
     for factor in factors:
-        chi = baselines.BASELINES[name](field, voxel_size, b0_dir, mask, **{rule.parameter: centre * factor})
+        if factor == 1.0 and rule_chi is not None:
+            chi = rule_chi
+        else:
+            chi = baselines.BASELINES[name](field, voxel_size, b0_dir, mask, **{rule.parameter: centre * factor})
         tried.append((nrmse_demeaned(chi, true_chi, mask), centre * factor, chi))
     _, best, chi = min(tried, key=lambda entry: entry[0])
     return float(best), chi
