@@ -69,6 +69,36 @@ def export(model_folder: Path, checkpoint_name: str, args: argparse.Namespace) -
     return record
 
 
+def use_work_folder(work: Path) -> dict[str, Path]:
+    """nnU-Net's three folders under `work`, set in this process's environment (and its children's),
+    with the settings of a 2-core CPU run; returns them."""
+    env = {"nnUNet_raw": work / "nnUNet_raw", "nnUNet_preprocessed": work / "nnUNet_preprocessed",
+           "nnUNet_results": work / "nnUNet_results"}
+    for folder in env.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    from mqsm_nnunet.io.nnunet_datasets import trainer_folders
+
+    os.environ.update({k: str(v) for k, v in env.items()})
+    os.environ.update({"nnUNet_extTrainer": trainer_folders(), "nnUNet_n_proc_DA": "1", "nnUNet_compile": "false",
+                       "nnUNet_def_n_proc": "1"})
+    return env
+
+
+def prepare_dataset(work: Path, subjects: int, seed: int) -> None:
+    """The pretraining cohort (`subjects` of `seed`, 2 mm, anatomies minus HELD_OUT) under work/cohort,
+    converted to Dataset991 and preprocessed with mQSMPlans (environment from `use_work_folder`)."""
+    from mqsm_nnunet.conversion import convert_cohort
+    from mqsm_nnunet.phantom.cohort import write_real_cohort
+    from mqsm_nnunet.phantom.label_maps import embedded_anatomies, label_map_stem
+
+    cohort = work / "cohort"
+    kept = [label_map_stem(p) for p in embedded_anatomies() if label_map_stem(p) not in HELD_OUT]
+    write_real_cohort(cohort, subjects, seed=seed, anatomies=kept, overwrite=True, progress=True)
+    convert_cohort(cohort, DATASET_ID, DATASET_NAME, overwrite=True, num_processes=2, progress=True)
+    subprocess.run([str(Path(sys.executable).parent / "mqsm_plan_and_preprocess"), "-d", str(DATASET_ID), "-np", "2",
+                    "--no_pbar", "--clean"], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, help="working folder (cohort, nnU-Net folders); required unless --export-only")
@@ -89,27 +119,8 @@ def main() -> None:
         return
     if args.work is None:
         parser.error("--work is required")
-    work = args.work.resolve()
-    env = {"nnUNet_raw": work / "nnUNet_raw", "nnUNet_preprocessed": work / "nnUNet_preprocessed",
-           "nnUNet_results": work / "nnUNet_results"}
-    for folder in env.values():
-        folder.mkdir(parents=True, exist_ok=True)
-    from mqsm_nnunet.io.nnunet_datasets import trainer_folders
-
-    os.environ.update({k: str(v) for k, v in env.items()})
-    os.environ.update({"nnUNet_extTrainer": trainer_folders(), "nnUNet_n_proc_DA": "1", "nnUNet_compile": "false",
-                       "nnUNet_def_n_proc": "1"})
-
-    from mqsm_nnunet.conversion import convert_cohort
-    from mqsm_nnunet.phantom.cohort import write_real_cohort
-    from mqsm_nnunet.phantom.label_maps import embedded_anatomies, label_map_stem
-
-    cohort = work / "cohort"
-    kept = [label_map_stem(p) for p in embedded_anatomies() if label_map_stem(p) not in HELD_OUT]
-    write_real_cohort(cohort, args.subjects, seed=args.seed, anatomies=kept, overwrite=True, progress=True)
-    convert_cohort(cohort, DATASET_ID, DATASET_NAME, overwrite=True, num_processes=2, progress=True)
-    subprocess.run([str(Path(sys.executable).parent / "mqsm_plan_and_preprocess"), "-d", str(DATASET_ID), "-np", "2",
-                    "--no_pbar", "--clean"], check=True)
+    env = use_work_folder(args.work.resolve())
+    prepare_dataset(args.work.resolve(), args.subjects, args.seed)
 
     from mqsm_nnunet.training.short_training import ShortTraining, write_short_training
 
