@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-i", "--input", dest="cohort", required=True, metavar="COHORT",
                         help="cohort folder: one subfolder per subject with t1.nii.gz and field.nii.gz")
     parser.add_argument("--template", dest="templates", action="append", required=True, metavar="DIR",
-                        help="template folder with t1.nii.gz and labels.nii.gz (and optionally labels.json); give "
+                        help="template folder with t1.nii.gz and labels.nii.gz (optionally labels.json and mask.nii.gz, "
+                             "its brain mask); give "
                              "it several times for multi-atlas registration: every template registered to every "
                              "subject, the carried labels fused by majority vote")
     parser.add_argument("-o", "--output", dest="out_dir", required=True, metavar="OUT", help="output folder")
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid-name", default="field.nii.gz", metavar="FILE",
                         help="image in each subject folder whose grid the labels are written on: the QSM's grid "
                              "(default: field.nii.gz)")
+    parser.add_argument("--mask-name", default="mask.nii.gz", metavar="FILE",
+                        help="brain mask in each subject folder: where the templates have mask.nii.gz too, brains "
+                             "are registered, not heads (T1 x mask on both sides; default: mask.nii.gz)")
+    parser.add_argument("--whole-head", action="store_true",
+                        help="register the whole T1s, scalp and skull included (no brain extraction)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"ANTs random seed (default: {DEFAULT_SEED})")
     parser.add_argument("--overwrite", action="store_true", help="replace existing OUT/<method> folders")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
@@ -60,7 +66,8 @@ def _register(args: argparse.Namespace) -> int:
     from mqsm_nnunet.registration.ants import register_cohort
 
     report = register_cohort(args.cohort, args.templates, args.out_dir, args.methods, cases=args.cases,
-                             labels=args.labels, t1_name=args.t1_name, grid_name=args.grid_name, seed=args.seed,
+                             labels=args.labels, t1_name=args.t1_name, grid_name=args.grid_name,
+                             mask_name=None if args.whole_head else args.mask_name, seed=args.seed,
                              overwrite=args.overwrite, progress=not args.quiet)
     if not args.quiet:
         for method, files in report.files.items():

@@ -299,6 +299,12 @@ def write_real_template(out_dir: str | os.PathLike, voxel_size: Sequence[float] 
     return _write_template_folder(Path(out_dir), arrays, subject.affine, region_table(), overwrite)
 
 
+def template_anatomy(seed: int, from_last: int = 1) -> str:
+    """Which embedded anatomy (its stem, e.g. 'anatomy_16') `write_real_template` uses for `seed` and
+    `from_last`: what a held-out evaluation must not register to itself."""
+    return label_map_stem(_anatomy_order(seed)[-int(from_last)])
+
+
 def _anatomy_order(seed: int) -> list[Path]:
     """The embedded anatomies in the order cohort `seed` deals them to subjects."""
     files = embedded_anatomies()

@@ -7,6 +7,11 @@ with ANTs' `genericLabel` interpolator (a label-wise nearest-neighbour choice, n
 the subject's own grid, the grid of its QSM: the QSM itself is never resampled. The label maps are
 what `mqsm_iron --seg` reads.
 
+Brains, not heads: when the template folder has a brain mask (`mask.nii.gz`) and the subject has one
+(its `mask.nii.gz`, which QSM needs anyway), both T1s are brain-extracted (T1 x mask) before
+registration, as antsRegistrationSyN users register brains to a brain template; otherwise scalp,
+skull and neck drive the metric (measured on real anatomies: docs/registration.md).
+
 Geometry: images go to ANTs with their NIfTI (RAS) affine turned into ITK's LPS origin and
 direction, and the labels are written with the subject's affine as nibabel reads it, so the output
 sits on exactly the subject's grid whatever the storage orientation.
@@ -91,12 +96,14 @@ DEFAULT_METHODS = ("affine", "syn")
 
 @dataclass(frozen=True)
 class Template:
-    """A registration template: T1 and label map (any grids in one physical space) and its label ids."""
+    """A registration template: T1 and label map (any grids in one physical space), its label ids, and its
+    brain mask when the folder has one (`mask.nii.gz`)."""
 
     folder: Path
     t1: Volume
     labels: Volume
     label_ids: tuple[int, ...]
+    mask: Volume | None = None
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,7 @@ def _check_same_table(template_table: Mapping[str, int], labels: Mapping[str, in
 
 
 def load_template(folder: str | os.PathLike, labels: LabelTable | Mapping[str, int]) -> Template:
-    """Read `folder`/t1.nii.gz and `folder`/labels.nii.gz, and check the labels against `labels` (the
+    """Read `folder`/t1.nii.gz, `folder`/labels.nii.gz (and `folder`/mask.nii.gz when it is there), and check the labels against `labels` (the
     cohort's table; a colour table cut down to the template's ids) and against `folder`/labels.json
     when the template has one.
 
@@ -187,7 +194,8 @@ def load_template(folder: str | os.PathLike, labels: LabelTable | Mapping[str, i
     if (folder / "labels.json").is_file():
         _check_same_table(read_labels(folder / "labels.json").ids, table.found_in(ids).ids,
                           str(folder / "labels.json"))
-    return Template(folder, t1, Volume(label_map, volume.affine), ids)
+    mask = read_volume(folder / "mask.nii.gz") if (folder / "mask.nii.gz").is_file() else None
+    return Template(folder, t1, Volume(label_map, volume.affine), ids, mask)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -242,10 +250,21 @@ def _check_seed(seed: int) -> int:
     return int(seed)
 
 
+def _brain(ants, t1: Volume, mask: Volume):
+    """The ANTs image of `t1` times `mask` (resampled onto the T1's grid by nearest neighbour)."""
+    image = _ants_image(ants, t1.data, t1.affine)
+    on_t1 = ants.resample_image_to_target(_ants_image(ants, (mask.data > 0).astype(np.float32), mask.affine), image,
+                                          interp_type="nearestNeighbor")
+    return image * on_t1
+
+
 def register_labels(template: Template, t1: Volume, grid_affine: np.ndarray, grid_shape: Sequence[int],
-                    method: str | Method = "syn", seed: int = DEFAULT_SEED) -> SubjectRegistration:
+                    method: str | Method = "syn", seed: int = DEFAULT_SEED,
+                    brain_mask: Volume | None = None) -> SubjectRegistration:
     """Register the template T1 to the subject `t1` and carry the template labels onto the subject grid
-    (`grid_affine`, `grid_shape`: the grid of the subject's QSM, in the T1's physical space).
+    (`grid_affine`, `grid_shape`: the grid of the subject's QSM, in the T1's physical space). With the
+    subject's `brain_mask` (any grid in that space) and a template mask, brains are registered, not
+    heads (module docstring).
 
     Returns the labels as an int64 array in voxel order of that grid.
 
@@ -258,8 +277,11 @@ def register_labels(template: Template, t1: Volume, grid_affine: np.ndarray, gri
         raise ValueError("the subject T1 holds NaN or infinite values; ANTs cannot register it")
     ants = _import_ants()
     start = time.perf_counter()
-    fixed = _ants_image(ants, t1.data, t1.affine)
-    moving = _ants_image(ants, template.t1.data, template.t1.affine)
+    if brain_mask is not None and template.mask is not None:
+        fixed, moving = _brain(ants, t1, brain_mask), _brain(ants, template.t1, template.mask)
+    else:
+        fixed = _ants_image(ants, t1.data, t1.affine)
+        moving = _ants_image(ants, template.t1.data, template.t1.affine)
     grid = _ants_image(ants, np.zeros(tuple(int(n) for n in grid_shape), np.float32), grid_affine)
     with tempfile.TemporaryDirectory(prefix="mqsm_register_") as scratch, \
             _environment("ANTS_RANDOM_SEED", str(seed)):
@@ -324,8 +346,9 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike | Seq
                     out_dir: str | os.PathLike, methods: Sequence[str] = DEFAULT_METHODS, *,
                     cases: Sequence[str] | None = None,
                     labels: str | os.PathLike | None = None, t1_name: str = "t1.nii.gz",
-                    grid_name: str = "field.nii.gz", seed: int = DEFAULT_SEED, overwrite: bool = False,
-                    progress: bool = False, keep_each_template: bool = False) -> CohortRegistration:
+                    grid_name: str = "field.nii.gz", mask_name: str | None = "mask.nii.gz", seed: int = DEFAULT_SEED,
+                    overwrite: bool = False, progress: bool = False,
+                    keep_each_template: bool = False) -> CohortRegistration:
     """Carry the template's labels onto every subject (or `cases`) of an in-house cohort with each of
     `methods`, writing `out_dir`/<method>/<case>.nii.gz on the grid of the subject's `grid_name`
     (default: its field map, i.e. its QSM's grid) plus `out_dir`/<method>/registration.json.
@@ -340,6 +363,9 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike | Seq
         labels: the cohort's labels file (default: `cohort`/labels.json; `labels.read_labels`); the
             template must hold exactly its regions (a colour table's: the template's ids must be in it).
         t1_name, grid_name: file names inside each subject folder.
+        mask_name: each subject's brain mask: with the templates' masks (`mask.nii.gz`), brains are
+            registered, not heads (module docstring); None registers whole heads. Templates without a
+            mask are registered as heads, with a warning.
         overwrite: replace existing method folders in `out_dir`.
         keep_each_template: with several templates, also write each template's own label maps to
             `out_dir`/<method>/template<k>/<case>.nii.gz (k = 1, 2, ... in the order given).
@@ -366,6 +392,18 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike | Seq
     if not folders_given:
         raise ValueError("no template given (`template`)")
     loaded = [load_template(folder, table) for folder in folders_given]
+    brains = mask_name is not None and any(t.mask is not None for t in loaded)
+    if brains:
+        for t in loaded:
+            if t.mask is None:
+                warnings.warn(MQSMWarning(f"template {t.folder} has no mask.nii.gz: it is registered as a whole head "
+                                          "while the others are brain-extracted; add its brain mask for brains "
+                                          "(docs/registration.md)"), stacklevel=2)
+        for case, folder in folders.items():
+            if not (folder / mask_name).is_file():
+                raise FileNotFoundError(f"{case}: {folder / mask_name}: missing; the templates have brain masks, "
+                                        "so subjects need theirs (`mask_name`), or register whole heads "
+                                        "(`mask_name=None`, mqsm_register --whole-head)")
     dtype = label_dtype(sorted(set().union(*(t.label_ids for t in loaded))))
     report = CohortRegistration(out_dir.absolute(), [t.folder.absolute() for t in loaded], seed)
     ants = _import_ants()
@@ -375,12 +413,14 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike | Seq
         for case, folder in folders.items():
             t1 = read_volume(folder / t1_name)
             grid = read_volume(folder / grid_name, dtype=None)
+            brain_mask = read_volume(folder / mask_name) if brains else None
             for m in chosen:
                 results = []
                 for number, atlas in enumerate(loaded, 1):
                     bar.set_postfix_str(f"{case} {m.name}" + (f" template {number}" if len(loaded) > 1 else ""))
                     try:
-                        results.append(register_labels(atlas, t1, grid.affine, grid.data.shape, m, seed))
+                        results.append(register_labels(atlas, t1, grid.affine, grid.data.shape, m, seed,
+                                                       brain_mask))
                     except RuntimeError as error:
                         raise RuntimeError(f"{case}: ANTs registration ({m.name}) of {atlas.folder} failed: "
                                            f"{error}") from None
@@ -401,6 +441,7 @@ def register_cohort(cohort: str | os.PathLike, template: str | os.PathLike | Seq
                 "ants_linear_options": dict(LINEAR_OPTIONS),
                 "ants_syn_options": None if m.deformable is None else dict(m.deformable),
                 "interpolator": "genericLabel", "antspyx": ants.__version__,
+                "brain_extracted": [brains and t.mask is not None for t in loaded],
                 "seed": seed, "itk_threads": 1, "templates": [str(t) for t in report.templates],
                 "fusion": "majority vote (ties: the earliest template)" if len(loaded) > 1 else None,
                 "cohort": str(cohort.absolute()),

@@ -213,3 +213,40 @@ def test_demo_registration_arm_writes_table2_and_says_what_it_shows(tmp_path):
         for case, path in result.summary_json["registered_labels"][column].items():
             assert nib.load(path).shape == nib.load(cohort / case / "field.nii.gz").shape
         assert result.summary_json["seconds_per_subject"][column] > 0
+
+
+def test_brains_are_registered_not_heads(data, tmp_path, capsys):
+    """A subject that is the template's own anatomy plus a thick bright scalp over its top: registered as
+    whole heads, SyN pulls the labels towards the scalp; brain-extracted (both masks, the default), it
+    finds the identity. A template mask without subject masks is refused with the fix."""
+    from scipy import ndimage
+
+    subject = data / "cohort" / "sub-002"
+    template = tmp_path / "template"
+    template.mkdir()
+    for role in ("t1", "labels", "mask"):
+        (template / f"{role}.nii.gz").write_bytes((subject / f"{role}.nii.gz").read_bytes())
+    t1, mask = read_volume(subject / "t1.nii.gz"), read_volume(subject / "mask.nii.gz")
+    brain = mask.data > 0
+    scalp = ndimage.binary_dilation(brain, iterations=3) & ~ndimage.binary_dilation(brain, iterations=1)
+    scalp[:, :, :12] = False
+    cohort = tmp_path / "cohort"
+    (cohort / "sub-head").mkdir(parents=True)
+    for role in ("field", "mask", "labels"):
+        (cohort / "sub-head" / f"{role}.nii.gz").write_bytes((subject / f"{role}.nii.gz").read_bytes())
+    write_volume(cohort / "sub-head" / "t1.nii.gz", np.where(scalp, 2 * t1.data[brain].max(), t1.data), t1.affine)
+    truth = read_volume(subject / "labels.nii.gz", dtype=None).data
+    args = ["-i", str(cohort), "--template", str(template), "--method", "syn", "--labels",
+            str(data / "cohort" / "labels.json"), "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "brains")]) == 0
+    assert main([*args, "-o", str(tmp_path / "heads"), "--whole-head"]) == 0
+    dice = {mode: np.mean(dice_per_region(read_volume(tmp_path / mode / "syn" / "sub-head.nii.gz", dtype=None).data,
+                                          truth)) for mode in ("brains", "heads")}
+    assert dice["brains"] > 0.95 and dice["heads"] < 0.85, dice
+    assert json.loads((tmp_path / "brains" / "syn" / "registration.json").read_text())["brain_extracted"] == [True]
+    assert json.loads((tmp_path / "heads" / "syn" / "registration.json").read_text())["brain_extracted"] == [False]
+
+    (cohort / "sub-head" / "mask.nii.gz").unlink()
+    assert main([*args, "-o", str(tmp_path / "no_mask")]) == 1
+    err = capsys.readouterr().err
+    assert "sub-head" in err and "mask.nii.gz: missing" in err and "--whole-head" in err
