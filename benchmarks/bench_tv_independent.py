@@ -51,10 +51,10 @@ def split_bregman(field: np.ndarray, mask: np.ndarray, lambda_l1: float, mu_per_
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=31, help="simulation seed of the held-out subjects")
-    parser.add_argument("--lambdas", type=float, nargs="+", default=list(np.geomspace(1e-5, 3e-3, 11)),
+    parser.add_argument("--lambdas", type=float, nargs="+", default=list(np.geomspace(1e-5, 1e-3, 7)),
                         help="qmrpy L1 weights scanned against the truth")
-    parser.add_argument("--mu-per-lambda", type=float, nargs="+", default=[10.0, 100.0],
-                        help="split-Bregman penalty mu / lambda (qMRLab's default is 100x); each scanned")
+    parser.add_argument("--mu-per-lambda", type=float, nargs="+", default=[100.0],
+                        help="split-Bregman penalty mu / lambda, each scanned (default: qMRLab's 100)")
     parser.add_argument("-o", "--out", type=Path, default=Path("tv_independent.json"))
     args = parser.parse_args(argv)
     if importlib.util.find_spec("qmrpy") is None:

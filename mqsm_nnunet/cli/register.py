@@ -16,6 +16,7 @@ example:
   mqsm_register -i cohort --template template -o registered --method affine syn
   mqsm_phantom --template t1 --template t2 --template t3  # three atlases (anatomies a cohort of 13 never uses)
   mqsm_register -i cohort --template t1 --template t2 --template t3 -o multi --method syn   # fused by majority
+  mqsm_register -i cohort --template t1 --template t2 --template t3 -o jlf --method syn --fusion joint
   mqsm_iron --qsm pred --seg registered/syn --labels cohort/labels.json -o iron_syn
 writes OUT/<method>/<case>.nii.gz (labels on the grid of each subject's field map) and
 OUT/<method>/registration.json (parameters, seed, seconds per case).
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid-name", default="field.nii.gz", metavar="FILE",
                         help="image in each subject folder whose grid the labels are written on: the QSM's grid "
                              "(default: field.nii.gz)")
+    parser.add_argument("--fusion", choices=("majority", "joint"), default="majority",
+                        help="with several templates: majority vote, or joint label fusion (antsJointFusion: atlases "
+                             "weighted voxel by voxel by how alike their warped T1 looks to the subject's; stronger, "
+                             "docs/registration.md) (default: majority)")
     parser.add_argument("--mask-name", default="mask.nii.gz", metavar="FILE",
                         help="brain mask in each subject folder: where the templates have mask.nii.gz too, brains "
                              "are registered, not heads (T1 x mask on both sides; default: mask.nii.gz)")
@@ -68,10 +73,12 @@ def _register(args: argparse.Namespace) -> int:
     report = register_cohort(args.cohort, args.templates, args.out_dir, args.methods, cases=args.cases,
                              labels=args.labels, t1_name=args.t1_name, grid_name=args.grid_name,
                              mask_name=None if args.whole_head else args.mask_name, seed=args.seed,
-                             overwrite=args.overwrite, progress=not args.quiet)
+                             overwrite=args.overwrite, progress=not args.quiet, fusion=args.fusion)
     if not args.quiet:
         for method, files in report.files.items():
-            fused = f", {len(report.templates)} templates fused by majority vote" if len(report.templates) > 1 else ""
+            fused = (f", {len(report.templates)} templates fused by "
+                     f"{'joint label fusion' if args.fusion == 'joint' else 'majority vote'}"
+                     if len(report.templates) > 1 else "")
             print(f"{PROG}: {method}: {len(files)} label maps in {report.out_dir / method} "
                   f"({report.seconds_per_subject(method):.1f} s per subject{fused})")
     return 0

@@ -136,6 +136,16 @@ def test_multi_atlas_outvotes_a_wrong_atlas(data, tmp_path, capsys):
     report = json.loads((tmp_path / "multi" / "affine" / "registration.json").read_text())
     assert len(report["templates"]) == 3 and report["fusion"].startswith("majority vote")
 
+    # joint label fusion: the same atlases, the wrong one outweighed too (its T1 looks like the others')
+    assert main([*args, "--template", str(wrong), "--template", str(good[0]), "--template", str(good[1]),
+                 "-o", str(tmp_path / "joint"), "--fusion", "joint"]) == 0
+    assert "3 templates fused by joint label fusion" in capsys.readouterr().out
+    joint = read_volume(tmp_path / "joint" / "affine" / "sub-001.nii.gz", dtype=None).data
+    assert np.mean(joint[one == left] == left) > 0.9 and np.mean(joint[one == right] == right) > 0.9
+    assert np.mean(dice_per_region(joint, one)) > 0.9
+    report = json.loads((tmp_path / "joint" / "affine" / "registration.json").read_text())
+    assert report["fusion"].startswith("joint label fusion")
+
 
 def test_label_set_mismatch_is_refused(data, tmp_path, capsys):
     renamed = copy_template(data, tmp_path / "renamed")
@@ -202,7 +212,7 @@ def test_demo_registration_arm_writes_table2_and_says_what_it_shows(tmp_path):
     truth = {case: cohort / case / "labels.nii.gz" for case in cases}
     result = registration_table2(cohort, cases, chi, truth, chi, truth, tmp_path / "arm", seed=2,
                                  template_voxel_size=(4.0, 4.0, 4.0))
-    multi = "Multi-atlas ANTs SyN (quick) (3, majority vote)"
+    multi = "Multi-atlas ANTs SyN (quick) (3, joint label fusion)"
     assert result.table.columns == ("mQSM", "Affine", "ANTs SyN (quick)", multi)
     by_key = {(d.group, d.column): d for d in result.table.group_differences}
     assert by_key[("all", "mQSM")].mean_abs_difference_ppb == 0.0  # the mQSM column here is the truth itself
