@@ -9,7 +9,7 @@ alone; both are scored on the anatomies the pretraining held out (`HELD_OUT`), s
 `mqsm_phantom --anatomy` (undeformed, their own space, 2 mm).
 
 Run from the repository root (training about 2000 x 3 s on a 2-core CPU; reuses --work's cohort and
-a finished training):
+a finished training, and a stopped one goes on from its last snapshot, every 5 epochs):
     .venv/bin/python benchmarks/bench_t1_blind.py --work /tmp/mqsm_pretrain
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ T1_ID, T1_NAME = 992, "Dataset992_MQSMPretrainT1"
 HELD_OUT_ID, HELD_OUT_NAME = 993, "MQSMHeldOutAnatomies"
 TRAINER, PLANS = "nnUNetTrainer_tinyRecipe", "nnUNetPlans"
 IRON_NUCLEI = ("Pallidum", "Substancia-Nigra", "Red-Nucleus", "Dentate")
+SNAPSHOT_EVERY = 5          # epochs: a training stopped (a session's end) goes on from its last snapshot
 
 
 def run(command: list[str], log: Path) -> None:
@@ -66,8 +67,26 @@ def t1_twin(env: dict[str, Path], patch: list[int], epochs: int, iterations: int
     plans = json.loads(plans_file.read_text())
     plans["configurations"]["3d_fullres"]["patch_size"] = list(patch)
     plans_file.write_text(json.dumps(plans, indent=4))
-    write_short_training(plans_file, ShortTraining(epochs, iterations))
+    write_short_training(plans_file, ShortTraining(epochs, iterations, SNAPSHOT_EVERY))
     return plans_file
+
+
+def resume_from_snapshot(model: Path) -> bool:
+    """A stopped training continues from its last snapshot: checkpoint_epoch<E>.pth (whose stored epoch
+    is one too far: it is saved after nnU-Net counts the epoch) written as the checkpoint_latest.pth
+    that `nnUNetv2_train --c` reads. False when there is none."""
+    import torch
+
+    snapshots = sorted(((int(p.stem.removeprefix("checkpoint_epoch")), p)
+                        for p in (model / "fold_all").glob("checkpoint_epoch*.pth")), default=None)
+    if snapshots is None:
+        return False
+    epoch, path = snapshots[-1]
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint["current_epoch"] = epoch
+    torch.save(checkpoint, model / "fold_all" / "checkpoint_latest.pth")
+    print(f"resuming the T1 training after epoch {epoch} ({path.name})")
+    return True
 
 
 def held_out_inputs(work: Path, seed: int, logs: Path) -> tuple[Path, Path, list[str]]:
@@ -139,9 +158,10 @@ def main(argv=None) -> int:
     seconds = None
     if not (model / "fold_all" / "checkpoint_final.pth").is_file():
         start = time.perf_counter()
-        run(["nnUNetv2_train", str(T1_ID), "3d_fullres", "all", "-tr", TRAINER, "-p", PLANS, "-device", "cpu"],
-            logs / "train_t1.log")
-        seconds = round(time.perf_counter() - start)
+        resume = ["--c"] if resume_from_snapshot(model) else []
+        run(["nnUNetv2_train", str(T1_ID), "3d_fullres", "all", "-tr", TRAINER, "-p", PLANS, "-device", "cpu",
+             *resume], logs / f"train_t1{'_resumed' if resume else ''}.log")
+        seconds = None if resume else round(time.perf_counter() - start)
 
     from mqsm_nnunet.evaluation.scoring import segmentation_scores
     from mqsm_nnunet.io.labels import read_labels
