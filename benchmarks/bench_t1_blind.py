@@ -77,9 +77,9 @@ def resume_from_snapshot(model: Path) -> bool:
     that `nnUNetv2_train --c` reads. False when there is none."""
     import torch
 
-    snapshots = sorted(((int(p.stem.removeprefix("checkpoint_epoch")), p)
-                        for p in (model / "fold_all").glob("checkpoint_epoch*.pth")), default=None)
-    if snapshots is None:
+    snapshots = sorted((int(p.stem.removeprefix("checkpoint_epoch")), p)
+                       for p in (model / "fold_all").glob("checkpoint_epoch*.pth"))
+    if not snapshots:
         return False
     epoch, path = snapshots[-1]
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
