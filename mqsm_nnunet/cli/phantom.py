@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mqsm_nnunet.phantom.cohort import write_cohort, write_real_cohort, write_real_template, write_template
+from mqsm_nnunet.phantom.field_imperfections import FieldImperfections
 from mqsm_nnunet.phantom.real_subject import DEFAULT_REAL_VOXEL_SIZE
 from mqsm_nnunet.phantom.subject import (DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE, DEFAULT_T1_NOISE,
                                          DEFAULT_VOXEL_SIZE, FIELD_SUPERSAMPLING, MAX_SUPERSAMPLED_VOXELS)
@@ -60,6 +61,15 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (default: %(default)s)")
     parser.add_argument("--noise", type=float, default=DEFAULT_FIELD_NOISE,
                         help="field noise sd as a fraction of the in-brain field sd (default: %(default)s)")
+    parser.add_argument("--background-residual", type=float, default=0.0, metavar="FRACTION",
+                        help="real anatomy: add a residual background field (a random harmonic polynomial of degree "
+                             "<= 2, as background-field removal leaves) of this root mean square, as a fraction of the "
+                             "in-brain field sd (default: 0; e.g. 0.1)")
+    parser.add_argument("--edge-phase", type=float, default=0.0, metavar="FRACTION",
+                        help="real anatomy: add non-dipolar phase in the outer millimetres of the brain (a smooth "
+                             "random field decaying over 4 mm from the mask's edge) of this root mean square, as a "
+                             "fraction of the in-brain field sd (default: 0; e.g. 0.2). Both stress-test QSM methods "
+                             "that trust data consistency (docs/phantom.md)")
     parser.add_argument("--supersampling", type=int, default=None, metavar="N",
                         help=f"--geometric only: simulate chi and the field N times finer per axis and average them "
                              f"onto the grid (default: {FIELD_SUPERSAMPLING}, or 1 with a warning for grids whose finer "
@@ -90,6 +100,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--geometric has one template (the mean anatomy): give --template once")
     if args.geometric and args.anatomy is not None:
         parser.error("--anatomy is real anatomy; leave out --geometric")
+    if args.geometric and (args.background_residual or args.edge_phase):
+        parser.error("--background-residual and --edge-phase are for real anatomy; leave out --geometric")
     if not args.geometric and args.supersampling is not None:
         parser.error("--supersampling is for --geometric only (real anatomy always simulates on a ~1 mm grid)")
 
@@ -114,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.output is not None:
                 summary = write_real_cohort(args.output, args.subjects, args.anatomy, voxel_size, args.b0_dir,
                                             args.shape, args.seed, overwrite=args.overwrite, progress=not args.quiet,
-                                            **levels)
+                                            imperfections=FieldImperfections(args.background_residual,
+                                                                             args.edge_phase), **levels)
             def template(folder: str, number: int) -> Path:
                 return write_real_template(folder, voxel_size, args.seed, shape=args.shape, overwrite=args.overwrite,
                                            from_last=number)

@@ -24,6 +24,7 @@ from mqsm_nnunet.io.nifti import write_volume
 from mqsm_nnunet.phantom.anatomy import LABELS, SUSCEPTIBILITY_PPB
 from mqsm_nnunet.io.grid import check_voxel_size
 from mqsm_nnunet.phantom.freesurfer import REGIONS, region_table
+from mqsm_nnunet.phantom.field_imperfections import FieldImperfections
 from mqsm_nnunet.phantom.label_maps import anatomy_files, embedded_anatomies, label_map_stem, load_anatomy
 from mqsm_nnunet.phantom.real_subject import DEFAULT_REAL_VOXEL_SIZE, make_real_subject
 from mqsm_nnunet.phantom.subject import (DEFAULT_CHI_VARIATION, DEFAULT_FIELD_NOISE, DEFAULT_SHAPE, DEFAULT_T1_NOISE,
@@ -61,6 +62,7 @@ class CohortSummary:
     region_ids: dict[str, int] = field(default_factory=lambda: dict(LABELS))
     literature_ppb: dict[str, float] = field(default_factory=lambda: dict(SUSCEPTIBILITY_PPB))
     anatomies: dict[str, str] = field(default_factory=dict)
+    imperfections: FieldImperfections = FieldImperfections()
 
     def report(self) -> str:
         """Human-readable cohort summary (what `mqsm_phantom` prints)."""
@@ -78,7 +80,9 @@ class CohortSummary:
             grid,
             f"  B0 direction (voxel axes i, j, k): {b0}",
             f"  field: {self.field_range_ppm[0]:.4f} .. {self.field_range_ppm[1]:.4f} ppm"
-            f" (noise sd {100 * self.noise:g} % of the in-brain field sd)",
+            f" (noise sd {100 * self.noise:g} % of the in-brain field sd"
+            + (f"; residual background field {100 * self.imperfections.background:g} %, non-dipolar edge phase "
+               f"{100 * self.imperfections.edge:g} %, root mean squares" if self.imperfections.any else "") + ")",
             f"  {len(self.mean_chi_ppb)} regions (labels.json); true susceptibility in ppb,"
             " mean over subjects | literature:",
         ]
@@ -191,7 +195,8 @@ def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None,
                       shape: Sequence[int] | None = None,
                       seed: int = 0, *, anatomies: Sequence[str] | None = None, noise: float = DEFAULT_FIELD_NOISE, t1_noise: float = DEFAULT_T1_NOISE,
                       chi_variation: float = DEFAULT_CHI_VARIATION, overwrite: bool = False,
-                      progress: bool = False) -> CohortSummary:
+                      progress: bool = False,
+                      imperfections: FieldImperfections = FieldImperfections()) -> CohortSummary:
     """Write a cohort simulated from real label maps (`real_subject.make_real_subject`), FreeSurfer ids.
 
     Without `anatomy_dir`: subjects sub-001 ... from the 16 embedded anatomies, each randomly deformed,
@@ -201,6 +206,8 @@ def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None,
     label map's own physical space (`n_subjects` must be None); `b0_dir` goes to each subject's field.json
     (`B0_dir`) so the affine stays the label map's. `shape`: a fixed grid centred on each brain.
     `anatomies`: deal only these embedded label maps (names as "anatomy_03"), in the seed's order.
+    `imperfections`: a residual background field and non-dipolar edge phase in every field
+    (`field_imperfections`).
 
     Raises:
         ValueError: a bad count, seed, voxel size, B0 or level, an unreadable label map (naming it), or a
@@ -237,14 +244,14 @@ def write_real_cohort(out_dir: str | os.PathLike, n_subjects: int | None = None,
         embedded = anatomy_dir is None
         subject = make_real_subject(load_anatomy(path), index, seed, voxel_size=voxel_size, shape=shape, b0_dir=b0,
                                     b0_in_affine=embedded, deform=embedded, noise=noise, t1_noise=t1_noise,
-                                    chi_variation=chi_variation)
+                                    chi_variation=chi_variation, imperfections=imperfections)
         _write_subject(out_dir / name, subject, None if embedded else b0)
         tally.add(subject)
     literature = {REGIONS[i]: chi_ppb(STRUCTURE_OF_REGION[i]) for i in REGIONS}
     return CohortSummary(out_dir, len(plan), int(seed), shape, voxel_size, b0, float(noise),
                          tally.mean_chi(regions, literature), (tally.low, tally.high),
                          (time.perf_counter() - start) / len(plan), regions, literature,
-                         {name: label_map_stem(path) for name, path, _ in plan})
+                         {name: label_map_stem(path) for name, path, _ in plan}, imperfections)
 
 
 def _write_template_folder(out_dir: Path, arrays: dict[str, np.ndarray], affine: np.ndarray,

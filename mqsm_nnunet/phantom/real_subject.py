@@ -8,7 +8,8 @@ fine chi averaged the same way, so no inversion on the voxel grid sees its own f
 inverse crime). The T1 gets SynthSeg-style variety: per-subject contrast around the measured values
 (`tissue_values`), random head-tissue intensities, gamma, bias field, blur and Rician noise.
 Random draws come from `SeedSequence([seed, index])` in three streams (anatomy, tissue values,
-acquisition), so subject k is the same whatever the cohort size.
+acquisition), so subject k is the same whatever the cohort size; the field's imperfections, when asked
+for (`field_imperfections`), from a fourth, so they change nothing else.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from scipy.spatial.transform import Rotation
 
 from mqsm_nnunet.io.grid import check_voxel_size
 from mqsm_nnunet.phantom.freesurfer import CSF, EXTRA_CEREBRAL_CSF, REGIONS
+from mqsm_nnunet.phantom.field_imperfections import FieldImperfections, imperfection_field
 from mqsm_nnunet.phantom.label_maps import Anatomy
 from mqsm_nnunet.phantom.random_fields import SmoothField, clipped_normal
 from mqsm_nnunet.phantom.subject import PhantomSubject, block_mean, check_levels, check_shape, rotation_onto_z
@@ -43,6 +45,7 @@ T1_GAMMA_SD = 0.08             # log of the gamma exponent
 HEAD_T1W_RANGE = (0.05, 1.25)  # head tissues (skull, scalp, eyes, ...): uniform per tissue id
 BIAS_SPACING_MM, BIAS_SD = 60.0, 0.12
 T1_BLUR_VOXELS = (0.3, 0.7)    # Gaussian PSF sd, uniform
+IMPERFECTION_STREAM = 4        # the fourth random stream of a subject: its field's imperfections
 T1_NOISE_SPREAD = (0.5, 1.5)   # the subject's T1 noise = t1_noise x uniform(this)
 T1_SCALE = 1000.0
 _LOOKUP_SIZE = 1024            # ids of FreeSurfer's aseg and SynthSeg's head tissues lie below this
@@ -153,7 +156,8 @@ def _t1_lookup(rng: np.random.Generator) -> np.ndarray:
 def make_real_subject(anatomy: Anatomy, index: int, seed: int = 0, *,
                       voxel_size: Sequence[float] = DEFAULT_REAL_VOXEL_SIZE, shape: Sequence[int] | None = None,
                       b0_dir: Sequence[float] | None = None, b0_in_affine: bool = False, deform: bool = True, noise: float = 0.02, t1_noise: float = 0.02,
-                      chi_variation: float = 0.12) -> PhantomSubject:
+                      chi_variation: float = 0.12,
+                      imperfections: FieldImperfections = FieldImperfections()) -> PhantomSubject:
     """Simulate subject `index` of cohort `seed` from `anatomy`.
 
     Args:
@@ -166,6 +170,8 @@ def make_real_subject(anatomy: Anatomy, index: int, seed: int = 0, *,
             label map's and the caller records `b0_dir` elsewhere (field.json).
         deform: draw a random rotation, size, shift and smooth displacement (False: the label map as it is).
         noise, t1_noise, chi_variation: as for the geometric phantom (`subject.make_subject`).
+        imperfections: a residual background field and non-dipolar phase at the brain's edge added to
+            the field (`field_imperfections`; none by default).
 
     Raises:
         ValueError: a bad index, seed, voxel size, B0 direction or level.
@@ -213,6 +219,9 @@ def make_real_subject(anatomy: Anatomy, index: int, seed: int = 0, *,
     noise_std = float(noise * clean[mask].std()) if mask.any() else 0.0
     field = np.zeros(grid.shape, dtype=np.float32)
     field[mask] = clean[mask] + noise_std * rng_scan.standard_normal(int(mask.sum()), dtype=np.float32)
+    if imperfections.any:
+        rng_imperfections = np.random.default_rng(np.random.SeedSequence([int(seed), int(index), IMPERFECTION_STREAM]))
+        field += imperfection_field(mask, affine, float(clean[mask].std()), imperfections, rng_imperfections)
 
     t1 = _t1_image(block_mean(_t1_lookup(rng_values)[fine_labels], factor).astype(np.float32), grid, rng_scan,
                    t1_noise)
