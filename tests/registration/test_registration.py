@@ -11,7 +11,8 @@ import pytest
 
 from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import LABELS, write_cohort, write_template
-from mqsm_nnunet.registration.ants import METHODS, fuse_labels, load_template, register_cohort, register_labels
+from mqsm_nnunet.registration.ants import (METHODS, fuse_labels, joint_fusion_radii, load_template, register_cohort,
+                                          register_labels)
 from mqsm_nnunet.cli.register import main
 
 TINY = dict(shape=(32, 32, 24), voxel_size=(6.0, 6.0, 6.0))
@@ -111,6 +112,13 @@ def test_majority_vote_takes_the_label_most_atlases_give_and_the_first_on_ties()
     np.testing.assert_array_equal(fuse_labels([third]), third)
     with pytest.raises(ValueError, match="one grid"):
         fuse_labels([first, np.zeros((2, 4), int)])
+
+
+def test_joint_fusion_keeps_ants_radii_in_millimetres():
+    """antsJointFusion's patch 2 / search 3 voxels are meant at 1 mm; coarser grids get fewer voxels."""
+    assert joint_fusion_radii((1.0, 1.0, 1.0)) == (2, 3)
+    assert joint_fusion_radii((2.0, 2.0, 2.0)) == (1, 1)
+    assert joint_fusion_radii((6.0, 6.0, 6.0)) == (1, 0)
 
 
 def test_multi_atlas_outvotes_a_wrong_atlas(data, tmp_path, capsys):
