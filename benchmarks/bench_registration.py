@@ -29,7 +29,8 @@ from mqsm_nnunet.io.labels import read_labels
 from mqsm_nnunet.phantom.cohort import template_anatomy
 from mqsm_nnunet.phantom.label_maps import embedded_anatomies, label_map_stem
 from mqsm_nnunet.io.nifti import read_volume, write_volume
-from mqsm_nnunet.registration.ants import fuse_labels, register_cohort
+from mqsm_nnunet.registration.cohort import register_cohort
+from mqsm_nnunet.registration.fusion import fuse_labels
 
 
 def held_out_cohort(out: Path, anatomies: list[str], seed: int) -> Path:

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from mqsm_nnunet.registration.ants import register_cohort
+    from mqsm_nnunet.registration.cohort import register_cohort
 
     report = register_cohort(args.cohort, args.templates, args.out_dir, args.methods, cases=args.cases,
                              labels=args.labels, t1_name=args.t1_name, grid_name=args.grid_name,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mqsm_nnunet.analysis.table2 import Table2Report, run_table2
 from mqsm_nnunet.phantom import DEFAULT_REAL_VOXEL_SIZE, write_real_template
-from mqsm_nnunet.registration.ants import register_cohort
+from mqsm_nnunet.registration.cohort import register_cohort
 
 MQSM, TRUTH = "mQSM", "Ground truth"
 NAMES = {"rigid": "Rigid", "affine": "Affine", "syn": "ANTs SyN", "synquick": "ANTs SyN (quick)"}

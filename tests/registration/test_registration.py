@@ -11,8 +11,9 @@ import pytest
 
 from mqsm_nnunet.io.nifti import read_volume, write_volume
 from mqsm_nnunet.phantom import LABELS, write_cohort, write_template
-from mqsm_nnunet.registration.ants import (METHODS, fuse_labels, joint_fusion_radii, load_template, register_cohort,
-                                          register_labels)
+from mqsm_nnunet.registration.ants import METHODS, load_template, register_labels
+from mqsm_nnunet.registration.cohort import register_cohort
+from mqsm_nnunet.registration.fusion import fuse_labels, joint_fusion_radii
 from mqsm_nnunet.cli.register import main
 
 TINY = dict(shape=(32, 32, 24), voxel_size=(6.0, 6.0, 6.0))
