@@ -91,7 +91,10 @@ def resume_from_snapshot(model: Path) -> bool:
 
 def held_out_inputs(work: Path, seed: int, logs: Path) -> tuple[Path, Path, list[str]]:
     """The held-out anatomies simulated and converted: (cohort, nnU-Net imagesTs folder, case ids)."""
+    from mqsm_nnunet.conversion.options import ConversionOptions
     from mqsm_nnunet.phantom.label_maps import embedded_anatomies, label_map_stem
+    from mqsm_nnunet.predict.staging import stage_inhouse_cohort
+    from mqsm_nnunet.pretrained import pretrained_file
 
     cohort, maps = work / "held_out_cohort", work / "held_out_maps"
     raw = work / "nnUNet_raw" / f"Dataset{HELD_OUT_ID:03d}_{HELD_OUT_NAME}"
@@ -103,8 +106,9 @@ def held_out_inputs(work: Path, seed: int, logs: Path) -> tuple[Path, Path, list
     run(["mqsm_phantom", "-o", str(cohort), "--anatomy", str(maps), "--seed", str(seed), "--overwrite", "--quiet"],
         logs / "phantom_held_out.log")
     cases = sorted(p.name for p in cohort.glob("sub-*") if p.is_dir())
-    run(["mqsm_convert", "-i", str(cohort), "-d", str(HELD_OUT_ID), "-n", HELD_OUT_NAME, "--test-subjects", *cases,
-         "--overwrite", "-np", "2"], logs / "convert_held_out.log")
+    shutil.rmtree(raw, ignore_errors=True)
+    dataset_json = json.loads(pretrained_file("dataset").read_text())
+    stage_inhouse_cohort(cohort, raw / "imagesTs", dataset_json, ConversionOptions())   # as mqsm_predict stages them
     return cohort, raw / "imagesTs", cases
 
 
