@@ -126,7 +126,8 @@ def predict_t1(images: Path, out: Path, env: dict[str, Path], logs: Path) -> Non
     run(["nnUNetv2_predict", "-i", str(t1_images), "-o", str(out), "-d", str(T1_ID), "-c", "3d_fullres", "-f", "all",
          "-tr", TRAINER, "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"],
         logs / "predict_t1.log")
-    label_ids = LabelIdMap.from_dataset_json(json.loads((env["nnUNet_raw"] / T1_NAME / "dataset.json").read_text()))
+    source = env["nnUNet_raw"] / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}" / "dataset.json"   # its id map (T1's copy has none)
+    label_ids = LabelIdMap.from_dataset_json(json.loads(source.read_text()))
     for path in out.glob("*.nii.gz"):
         write_in_user_ids(path, path, label_ids)
 
