@@ -3,6 +3,8 @@
 `demo_model/`: mQSMTrainer_tiny_inputFusionMap pretrained on the real-anatomy cohort by
 `scripts/pretrain_demo_model.py` (its `record.json` gives the command, seed, length and machine): the
 start the demo fine-tunes from, and a start for users' trainings (nnU-Net's `-pretrained_weights`).
+`qsm_net/`: the learned QSM of `mqsm_qsm`, made by `scripts/pretrain_qsm_net.py` (read and written by
+`learned_qsm.inference`; its `record.json` likewise).
 """
 from __future__ import annotations
 
