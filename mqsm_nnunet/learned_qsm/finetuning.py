@@ -25,7 +25,7 @@ from mqsm_nnunet.physics import dipole_kernel, padded_shape
 FINETUNE_LR = 1e-4
 ANCHOR_WEIGHT = 1.0
 CONE_THRESHOLD = 0.1           # |D(k)| below this: the magic-angle cone, where the field says nothing
-CONE_TOLERANCE = 1.10
+CONE_TOLERANCE = 1.03
 
 
 def cone_energy(chi: np.ndarray, voxel_size: Sequence[float], b0_dir: Sequence[float],

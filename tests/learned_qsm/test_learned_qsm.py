@@ -105,9 +105,10 @@ def test_cone_energy_sees_streaks_along_the_magic_angle():
     assert finetuning.cone_energy(chi + streaks, (1.0,) * 3, (0, 0, 1)) > 2 * finetuning.cone_energy(chi, (1.0,) * 3, (0, 0, 1))
 
 
-def test_guarded_finetuning_is_never_much_worse_on_a_field_with_edge_phase():
-    """Edge phase no dipole explains: unanchored data consistency fits it with streaks; the guarded
-    fine-tuning keeps within half a point of the pretrained map."""
+def test_guard_rejects_streaky_finetuning_on_a_field_with_edge_phase():
+    """Edge phase no dipole explains: data consistency without the anchor, at a high learning rate,
+    fits it with streaks and loses points; the guard must reject that map, while the default
+    fine-tuning stays within half a point of the pretrained map."""
     path = next(p for p in embedded_anatomies() if label_map_stem(p) == HELD_OUT)
     s = make_real_subject(load_anatomy(path), 1, 31, voxel_size=(3.0,) * 3, deform=False,
                           imperfections=FieldImperfections(background=0.1, edge=0.4))
@@ -115,8 +116,13 @@ def test_guarded_finetuning_is_never_much_worse_on_a_field_with_edge_phase():
     subject = inference.FieldMap(s.field, mask, (3.0,) * 3, s.b0_dir)
     start = inference.tv_start(subject)
     net = inference.load_pretrained()
-    pretrained = nrmse_demeaned(inference.reconstruct(net, s.field, mask, (3.0,) * 3, s.b0_dir, start), s.chi, mask)
+
+    def error(model) -> float:
+        return nrmse_demeaned(inference.reconstruct(model, s.field, mask, (3.0,) * 3, s.b0_dir, start), s.chi, mask)
+
+    pretrained = error(net)
+    streaky, accepted = finetuning.finetune(net, [subject], steps=6, lr=1e-3, anchor_weight=0.0, starts=[start])
+    assert error(streaky) > pretrained + 2.0       # the unguarded map is worse ...
+    assert accepted == [False]                     # ... and the guard sees it
     tuned, accepted = finetuning.finetune(net, [subject], steps=6, starts=[start])
-    chosen = tuned if accepted[0] else net
-    guarded = nrmse_demeaned(inference.reconstruct(chosen, s.field, mask, (3.0,) * 3, s.b0_dir, start), s.chi, mask)
-    assert guarded < pretrained + 0.5, (guarded, pretrained)
+    assert error(tuned if accepted[0] else net) < pretrained + 0.5
