@@ -2,7 +2,8 @@
 
 real-anatomy phantom cohort -> mqsm_convert -> mqsm_plan_and_preprocess -> nnUNetv2_train
 (mQSMTrainer_tiny_inputFusionMap, fine-tuned from the shipped pretrained model unless --from-scratch:
-its plans' network adopted, `pretrained.adopt_pretrained_plans`) -> mqsm_predict on the held-out subjects -> classical baselines on the same fields -> QSM and
+its plans' network adopted, `pretrained.adopt_pretrained_plans`) -> mqsm_predict on the held-out subjects -> classical baselines on the same fields -> mqsm_qsm (the shipped
+learned QSM) on the same fields -> QSM and
 segmentation metrics against the phantom's truth -> iron table (mQSM vs truth) -> registration arm
 (template labels by ANTs, Table 2 with mQSM and truth; `demo.registration`) -> QC figures ->
 results/summary.md and results/summary.json. The nnU-Net steps run the real command-line tools as
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> Path:
     env = demo_environment(out)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
                                           "nnUNet_extTrainer")})
-    steps = Steps(11, out / "logs")
+    steps = Steps(12, out / "logs")
 
     steps.begin(f"phantom cohort: {args.subjects} subjects from real anatomies (FreeSurfer labels)")
     cohort = out / "cohort"
@@ -144,6 +146,17 @@ def run(args: argparse.Namespace) -> Path:
     method_files = {"mQSM": {case: predictions / f"{case}_qsm.nii.gz" for case in test_cases}}
     baselines = run_cohort_baselines(cohort, test_cases, out / "baselines")
     method_files.update(baselines.files)
+
+    steps.begin("the learned QSM that ships with the package (mqsm_qsm: TV-ADMM refined by the pretrained unrolled "
+                "network, no training) on the same field maps")
+    held_out_fields = out / "held_out_fields"      # the held-out subject folders (field, mask, B0 sidecars)
+    shutil.rmtree(held_out_fields, ignore_errors=True)
+    held_out_fields.mkdir()
+    for case in test_cases:
+        (held_out_fields / case).symlink_to(cohort / case, target_is_directory=True)
+    steps.run("mqsm_qsm", [_tool("mqsm_qsm"), "-i", str(held_out_fields), "-o", str(out / "learned_qsm"),
+                           "--overwrite", "--quiet", "-device", device], env)
+    method_files["mqsm_qsm"] = {case: out / "learned_qsm" / f"{case}_qsm.nii.gz" for case in test_cases}
 
     steps.begin("evaluation against the phantom truth (QSM: Table 1; segmentation: Table 3)")
     results = out / "results"

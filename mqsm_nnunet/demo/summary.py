@@ -13,8 +13,8 @@ import numpy as np
 
 from mqsm_nnunet.io.files import write_text_atomic
 
-METHODS_ORDER = ("mQSM", "qsm_minus", "tkd", "tikhonov", "tv_admm", "tv_admm_oracle")
-DISPLAY_NAMES = {"mQSM": "mQSM", "qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD", "tikhonov": "Tikhonov (rule)",
+METHODS_ORDER = ("mQSM", "mqsm_qsm", "qsm_minus", "tkd", "tikhonov", "tv_admm", "tv_admm_oracle")
+DISPLAY_NAMES = {"mQSM": "mQSM", "mqsm_qsm": "mqsm_qsm (shipped learned QSM)", "qsm_minus": "QSM- (Eq. 3)", "tkd": "TKD", "tikhonov": "Tikhonov (rule)",
                  "tv_admm": "TV-ADMM (rule)", "tv_admm_oracle": "TV-ADMM (oracle alpha)"}
 CLASSICAL = ("tkd", "tikhonov", "tv_admm")
 """What a user could run without the truth: the ranking's opponents (the oracle is shown, not ranked)."""
@@ -176,7 +176,16 @@ def _what_the_network_added(qsm_means: dict, curve: dict) -> str:
             f"its rule ({best}): {verdict} every classical method here"
             + (f" (TV-ADMM with the alpha chosen against the truth: {oracle:.1f} %)" if oracle is not None else "")
             + f"; held-out mean Dice {curve['dice'][0]:.3f} with {start} -> {curve['dice'][-1]:.3f} after "
-            f"{curve['iterations'][-1]} iterations.")
+            f"{curve['iterations'][-1]} iterations." + _learned_qsm_line(qsm_means, key, oracle))
+
+
+def _learned_qsm_line(qsm_means: dict, key: str, oracle: float | None) -> str:
+    """The shipped learned QSM (mqsm_qsm) against the oracle TV, when the demo ran it."""
+    if "mqsm_qsm" not in qsm_means:
+        return ""
+    learned = qsm_means["mqsm_qsm"][key]
+    ratio = f" ({learned / oracle:.2f} x the oracle TV-ADMM)" if oracle else ""
+    return (f" The shipped learned QSM (`mqsm_qsm`, no training, the QSM to use): {learned:.1f} %{ratio}.")
 
 
 def _anatomies(cohort_summary, cases: list[str]) -> str:

@@ -15,7 +15,7 @@ def test_demo_smallest_size_writes_tables_figures_and_summary(tmp_path):
                  "--iterations", "1", "--curve-points", "1", "--device", "cpu"]) == 0
     results = out / "results"
     summary = json.loads((results / "summary.json").read_text())
-    assert set(summary["qsm_metrics"]) == {"mQSM", "qsm_minus", "tkd", "tikhonov", "tv_admm", "tv_admm_oracle"}
+    assert set(summary["qsm_metrics"]) == {"mQSM", "mqsm_qsm", "qsm_minus", "tkd", "tikhonov", "tv_admm", "tv_admm_oracle"}
     for metrics in summary["qsm_metrics"].values():
         assert all(math.isfinite(metrics[k]) for k in ("ssim", "psnr", "nrmse", "hfen", "qsmci_nrmse",
                                                        "qsmci_nrmse_detrend", "qsmci_xsim"))
@@ -23,6 +23,8 @@ def test_demo_smallest_size_writes_tables_figures_and_summary(tmp_path):
     assert oracle <= summary["qsm_metrics"]["tv_admm"]["qsmci_nrmse"]      # the rule's alpha is among those tried
     (alpha,) = summary["baseline_parameters"]["tv_admm"].values()
     assert alpha > 0 and summary["baseline_seconds_per_subject"]["tv_admm"] > 0
+    learned = summary["qsm_metrics"]["mqsm_qsm"]["qsmci_nrmse"]     # the shipped learned QSM, no training
+    assert learned < summary["qsm_metrics"]["tv_admm"]["qsmci_nrmse"]
     assert 0.0 <= summary["segmentation_mean_dice"] <= 1.0
     assert {"Left-Red-Nucleus", "Right-Dentate", "Left-Substancia-Nigra"} <= set(summary["segmentation_dice_per_region"])
     assert summary["training"]["fold"] == "all"
