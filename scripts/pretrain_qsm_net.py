@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from mqsm_nnunet.metrics import nrmse_demeaned
 from mqsm_nnunet.learned_qsm import inference
-from mqsm_nnunet.learned_qsm.network import UnrolledQSMNet
+from mqsm_nnunet.learned_qsm.unrolled_net import UnrolledQSMNet
 from mqsm_nnunet.learned_qsm.pretraining import cosine_lr, sample_box, supervised_step
 from mqsm_nnunet.learned_qsm.simulated_fields import HELD_OUT_ANATOMIES, FieldExample, build_pool
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mqsm_nnunet.learned_qsm.inference import FieldMap, box_tensors, reconstruct, tv_start
-from mqsm_nnunet.learned_qsm.network import DipoleOperator, UnrolledQSMNet
+from mqsm_nnunet.learned_qsm.unrolled_net import DipoleOperator, UnrolledQSMNet
 from mqsm_nnunet.learned_qsm.pretraining import autocast
 from mqsm_nnunet.physics import dipole_kernel, padded_shape
 

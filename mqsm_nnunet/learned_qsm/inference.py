@@ -2,7 +2,7 @@
 
 `reconstruct` starts from TV-ADMM with the rule's alpha (`qsm.parameter_rules`: from the field alone,
 what a user would run), crops to the brain's box (every source lies in the mask), runs the unrolled net
-(`learned_qsm.network`) and puts the map back on the field's grid, 0 outside the mask.
+(`learned_qsm.unrolled_net`) and puts the map back on the field's grid, 0 outside the mask.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mqsm_nnunet.learned_qsm.network import DipoleOperator, UnrolledQSMNet
+from mqsm_nnunet.learned_qsm.unrolled_net import DipoleOperator, UnrolledQSMNet
 from mqsm_nnunet.learned_qsm.pretraining import mask_box
 from mqsm_nnunet.qsm import baselines, parameter_rules
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mqsm_nnunet.learned_qsm.network import DipoleOperator, UnrolledQSMNet
+from mqsm_nnunet.learned_qsm.unrolled_net import DipoleOperator, UnrolledQSMNet
 from mqsm_nnunet.learned_qsm.simulated_fields import FieldExample
 from mqsm_nnunet.physics import forward_field
 

@@ -10,7 +10,7 @@ import torch
 from mqsm_nnunet import physics
 from mqsm_nnunet.metrics import nrmse_demeaned
 from mqsm_nnunet.learned_qsm import finetuning, inference
-from mqsm_nnunet.learned_qsm.network import UnrolledQSMNet
+from mqsm_nnunet.learned_qsm.unrolled_net import UnrolledQSMNet
 from mqsm_nnunet.learned_qsm.pretraining import sample_box, supervised_step
 from mqsm_nnunet.learned_qsm.simulated_fields import HELD_OUT_ANATOMIES, FieldExample, draw_example, training_anatomies
 from mqsm_nnunet.phantom.field_imperfections import FieldImperfections

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mqsm_nnunet import physics
-from mqsm_nnunet.learned_qsm.network import UNROLLED_PAD_FACTOR, DipoleOperator, SmallUNet, UnrolledQSMNet
+from mqsm_nnunet.learned_qsm.unrolled_net import UNROLLED_PAD_FACTOR, DipoleOperator, SmallUNet, UnrolledQSMNet
 
 SHAPE, VOXEL, B0 = (14, 12, 10), (1.0, 1.2, 1.5), (0.2, 0.3, 0.93)
 
