@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from mqsm_nnunet.conversion.b0 import b0_direction
 from mqsm_nnunet.conversion.field_units import field_in_ppm
+from mqsm_nnunet.conversion.options import ConversionWarning
 from mqsm_nnunet.io.dataset_metadata import DEFAULT_CHANNELS, QSM_ONLY_CHANNELS
 from mqsm_nnunet.io.files import atomic_folder
 from mqsm_nnunet.io.grid import check_same_grid
@@ -86,9 +88,12 @@ def read_field_map(case: FieldCase, b0_dir: Sequence[float] | None, field_units:
     inside = mask.data != 0
     if not inside.any():
         raise ValueError(f"{case.mask_path}: the brain mask is empty")
-    ppm, warning = field_in_ppm(field.data, inside, field_units, b0, te)
+    try:
+        ppm, warning = field_in_ppm(field.data, inside, field_units, b0, te)
+    except ValueError as error:
+        raise ValueError(f"{case.field_path}: {error}") from None
     if warning:
-        raise ValueError(f"{case.field_path}: {warning}")
+        warnings.warn(f"{case.field_path}: {warning}", ConversionWarning, stacklevel=2)
     if case.sidecars:
         direction, source = b0_direction(case.field_path, field.affine, b0_dir)
     elif b0_dir is not None:
