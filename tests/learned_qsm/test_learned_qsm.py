@@ -22,12 +22,15 @@ from mqsm_nnunet.qsm import baselines, parameter_rules
 HELD_OUT = "anatomy_06"
 
 
+TINY = (32, 32, 24), (6.0, 6.0, 6.0)     # the end-to-end tests' grid: the whole head, fast
+
+
 def _example(seed: int = 0) -> FieldExample:
-    subject = make_subject(0, (32, 32, 24), (3.0, 3.0, 3.0), seed=seed)
+    subject = make_subject(0, *TINY, seed=seed)
     mask = subject.mask > 0
-    alpha = parameter_rules.tuned_parameters(subject.field, (3.0,) * 3, subject.b0_dir, mask, ["tv_admm"])["tv_admm"]
-    tv = baselines.tv_admm(subject.field, (3.0,) * 3, subject.b0_dir, mask, **alpha).astype(np.float32)
-    return FieldExample(subject.field, mask, subject.chi, tv, (3.0,) * 3, subject.b0_dir, "geometric")
+    alpha = parameter_rules.tuned_parameters(subject.field, TINY[1], subject.b0_dir, mask, ["tv_admm"])["tv_admm"]
+    tv = baselines.tv_admm(subject.field, TINY[1], subject.b0_dir, mask, **alpha).astype(np.float32)
+    return FieldExample(subject.field, mask, subject.chi, tv, TINY[1], subject.b0_dir, "geometric")
 
 
 def _train(example: FieldExample, lr: float, steps: int = 12) -> tuple[float, float]:
@@ -58,13 +61,13 @@ def test_with_a_learning_rate_of_zero_nothing_moves():
 
 def test_a_box_field_is_the_field_of_its_own_sources():
     """Inside the box the field equals the dipole field of the box's chi (plus the example's noise)."""
-    subject = make_subject(0, (40, 40, 32), (3.0, 3.0, 3.0), seed=1, noise=0.0)
-    field = physics.forward_field(subject.chi, (3.0,) * 3, subject.b0_dir) * (subject.mask > 0)
-    example = FieldExample(field.astype(np.float32), subject.mask > 0, subject.chi, subject.chi, (3.0,) * 3,
+    subject = make_subject(0, *TINY, seed=1, noise=0.0)
+    field = physics.forward_field(subject.chi, TINY[1], subject.b0_dir) * (subject.mask > 0)
+    example = FieldExample(field.astype(np.float32), subject.mask > 0, subject.chi, subject.chi, TINY[1],
                            subject.b0_dir, "geometric")
     box = sample_box(example, np.random.default_rng(0), crop=16)
     own = physics.forward_field(box.chi[0, 0].numpy(), box.voxel_size, box.b0_dir) * box.mask[0, 0].numpy()
-    full = physics.forward_field(example.chi, (3.0,) * 3, subject.b0_dir)
+    full = physics.forward_field(example.chi, TINY[1], subject.b0_dir)
     assert np.abs(box.field[0, 0].numpy() - own).max() < 0.02 * np.abs(full).max()
 
 
