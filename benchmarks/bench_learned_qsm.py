@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
 
 
 from mqsm_nnunet.metrics import nrmse, nrmse_demeaned
 from mqsm_nnunet.phantom.field_imperfections import FieldImperfections
 from mqsm_nnunet.phantom.label_maps import embedded_anatomies, label_map_stem, load_anatomy
 from mqsm_nnunet.phantom.real_subject import make_real_subject
+from mqsm_nnunet.physics import b0_direction_from_affine
 from mqsm_nnunet.learned_qsm import finetuning, inference
 from mqsm_nnunet.learned_qsm.simulated_fields import HELD_OUT_ANATOMIES
 from mqsm_nnunet.qsm import baselines, parameter_rules
@@ -36,10 +41,19 @@ def _timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+def _tilted_b0(affine: np.ndarray, degrees: float) -> tuple[float, float, float]:
+    """World z in the label map's voxel axes, turned by `degrees` about the first voxel axis."""
+    b0 = b0_direction_from_affine(affine)
+    return tuple(float(v) for v in Rotation.from_rotvec([math.radians(degrees), 0.0, 0.0]).apply(b0))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=31, help="simulation seed of the held-out subjects")
-    parser.add_argument("--voxel-size", type=float, default=2.0, help="isotropic voxel size in mm")
+    parser.add_argument("--voxel-size", type=float, nargs="+", default=[2.0],
+                        help="voxel size in mm: one number (isotropic) or three")
+    parser.add_argument("--b0-tilt", type=float, default=0.0,
+                        help="B0 turned this many degrees from world z about the first voxel axis (default 0)")
     parser.add_argument("--finetune", type=int, default=30, help="fine-tuning steps per condition (0: skip)")
     parser.add_argument("--anatomies", nargs="+", default=list(HELD_OUT_ANATOMIES), choices=HELD_OUT_ANATOMIES,
                         help="held-out anatomies to simulate (default: all three)")
@@ -47,7 +61,9 @@ def main(argv=None) -> int:
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("-o", "--out", type=Path, default=Path("learned_qsm.json"))
     args = parser.parse_args(argv)
-    voxel = (args.voxel_size,) * 3
+    if len(args.voxel_size) not in (1, 3):
+        parser.error("--voxel-size takes one number or three")
+    voxel = tuple(args.voxel_size * 3 if len(args.voxel_size) == 1 else args.voxel_size)
     net = inference.load_pretrained()
     paths = [p for p in embedded_anatomies() if label_map_stem(p) in args.anatomies]
     rows = []
@@ -55,8 +71,9 @@ def main(argv=None) -> int:
         imperfections = CONDITIONS[condition]
         subjects, starts, truths = [], [], []
         for index, path in enumerate(paths):
-            s = make_real_subject(load_anatomy(path), index, args.seed, voxel_size=voxel, deform=False,
-                                  imperfections=imperfections)
+            anatomy = load_anatomy(path)
+            s = make_real_subject(anatomy, index, args.seed, voxel_size=voxel, deform=False, imperfections=imperfections,
+                                  b0_dir=_tilted_b0(anatomy.affine, args.b0_tilt))
             mask = s.mask > 0
             field_map = inference.FieldMap(s.field, mask, voxel, s.b0_dir)
             row = {"condition": condition, "anatomy": label_map_stem(path), "nrmse_demeaned": {}, "nrmse": {},
@@ -102,7 +119,8 @@ def main(argv=None) -> int:
     for row in rows:
         print(f"| {row['condition']} | {row['anatomy']} | " + " | ".join(f"{row['nrmse'][m]:.1f}" for m in methods)
               + f" | learned / TKD {row['nrmse']['learned'] / row['nrmse']['tkd']:.3f} |")
-    args.out.write_text(json.dumps({"seed": args.seed, "voxel_size": voxel, "finetune_steps": args.finetune,
+    args.out.write_text(json.dumps({"seed": args.seed, "voxel_size": voxel, "b0_tilt_deg": args.b0_tilt,
+                                    "finetune_steps": args.finetune,
                                     "record": json.loads((inference.PRETRAINED_DIR / inference.RECORD_NAME).read_text()),
                                     "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
