@@ -14,7 +14,7 @@ EXAMPLE = """\
 examples:
   mqsm_qsm -i my_fields -o qsm                     # sub-001/field.nii.gz + mask.nii.gz -> qsm/sub-001_qsm.nii.gz
   mqsm_qsm -i my_fields -o qsm --field-units hz --b0 3
-  mqsm_qsm -i my_fields -o qsm --finetune 200      # adapt the net to these fields first (guarded)
+  mqsm_qsm -i my_fields -o qsm --finetune 100      # adapt the net to these fields first (guarded)
   mqsm_qsm -i $nnUNet_raw/Dataset501_Phantom/imagesTs -o qsm --b0-dir 0 0 1
 B0 direction: --b0-dir, else 'B0_dir' of a JSON sidecar (field.json, params.json), else the field
 map's orientation (world z). How the net was trained and how it compares: docs/qsm_only.md.
@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--finetune", type=int, default=0, metavar="N",
                         help="adapt the net to these field maps for N self-supervised steps first (data consistency "
                              "anchored to the pretrained maps; a case whose fine-tuned map grows streaks keeps its "
-                             "pretrained one) (default: 0)")
+                             "pretrained one); on simulated fields it moved the error by under a point either way, "
+                             "so it is off by default (default: 0)")
     parser.add_argument("--weights", default=None, metavar="DIR",
                         help="folder with weights.pt (default: the net shipped in the package)")
     parser.add_argument("-device", "--device", dest="device", default="cpu", choices=("cpu", "cuda"),
