@@ -110,38 +110,51 @@ def reconstruct_folder(input_folder: str | os.PathLike, output_folder: str | os.
                        device: str = "cpu", overwrite: bool = False, progress: bool = True) -> dict:
     """Write `<case>_qsm.nii.gz` for every case of `input_folder` into `output_folder`; returns the report.
 
+    Every case is read and checked before anything is written. Without fine-tuning the cases are then
+    reconstructed one at a time (memory: one case); fine-tuning holds all of them.
+
     Raises:
         FileExistsError: `output_folder` exists and `overwrite` is false.
         ValueError / FileNotFoundError: bad inputs (naming the file and the fix), before anything is written.
     """
     if int(finetune) != finetune or finetune < 0:
         raise ValueError(f"`finetune` must be a number of steps >= 0, got {finetune!r}")
-    output_folder = Path(output_folder)
+    output_folder, input_folder = Path(output_folder), Path(input_folder)
+    if output_folder.resolve() == input_folder.resolve() or input_folder.resolve() in output_folder.resolve().parents:
+        raise ValueError(f"`output_folder` {output_folder} is the input folder or inside it: choose a folder outside "
+                         f"{input_folder}")
     if output_folder.exists() and not overwrite:
         raise FileExistsError(f"{output_folder} exists; choose another `output_folder` or give `overwrite`")
     cases = find_cases(input_folder)
     net = inference.load_pretrained(weights)
-    read = [read_field_map(case, b0_dir, field_units, b0, te) for case in cases]
-    subjects = [subject for subject, _, _ in read]
-    started = time.perf_counter()
-    starts = [inference.tv_start(s) for s in tqdm(subjects, desc="TV-ADMM start", unit="case", disable=not progress)]
-    seconds_start = (time.perf_counter() - started) / len(cases)
-    accepted = [False] * len(cases)
-    tuned = None
+
+    def read(case: FieldCase):
+        return read_field_map(case, b0_dir, field_units, b0, te)
+
+    for case in cases:      # refuse bad input before anything is computed or written
+        read(case)
+    tuned, kept = net, {case.case_id: False for case in cases}
+    starts: dict[str, np.ndarray] = {}
     if finetune:
+        subjects = [read(case)[0] for case in cases]
+        starts = {case.case_id: inference.tv_start(s) for case, s in
+                  zip(cases, tqdm(subjects, desc="TV-ADMM start", unit="case", disable=not progress))}
         with tqdm(total=int(finetune), desc="fine-tuning", unit="step", disable=not progress) as bar:
-            tuned, accepted = finetuning.finetune(net, subjects, int(finetune), device, starts=starts, progress=bar.update)
+            tuned, accepted = finetuning.finetune(net, subjects, int(finetune), device, starts=list(starts.values()),
+                                                  progress=bar.update)
+        kept = {case.case_id: keep for case, keep in zip(cases, accepted)}
     report = {"weights": str(weights), "finetune_steps": int(finetune), "cases": {}}
     with atomic_folder(output_folder, replaces=[output_folder] if overwrite else ()) as build:
-        for case, (subject, affine, source), start, keep in tqdm(list(zip(cases, read, starts, accepted)),
-                                                               desc="learned QSM", unit="case", disable=not progress):
+        for case in tqdm(cases, desc="learned QSM", unit="case", disable=not progress):
             began = time.perf_counter()
-            chi = inference.reconstruct(tuned if keep else net, subject.field, subject.mask, subject.voxel_size,
-                                      subject.b0_dir, start, device)
+            subject, affine, source = read(case)
+            start = starts.pop(case.case_id, None)
+            chi = inference.reconstruct(tuned if kept[case.case_id] else net, subject.field, subject.mask,
+                                        subject.voxel_size, subject.b0_dir, start, device)
             write_volume(build / f"{case.case_id}_qsm.nii.gz", chi, affine, np.float32)
             report["cases"][case.case_id] = {
                 "field": str(case.field_path), "b0_dir": list(subject.b0_dir), "b0_source": source,
-                "seconds": round(seconds_start + time.perf_counter() - began, 2),
-                **({"finetuned_map_kept": bool(keep)} if finetune else {})}
+                "seconds": round(time.perf_counter() - began, 2),
+                **({"finetuned_map_kept": bool(kept[case.case_id])} if finetune else {})}
         (build / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report

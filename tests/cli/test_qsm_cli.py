@@ -57,6 +57,8 @@ def test_bad_input_is_refused_in_one_line(cohort, tmp_path):
     output = run_cli(["mqsm_qsm", "-i", str(broken), "-o", str(tmp_path / "out")], env, expect=1)
     assert "mqsm_qsm: error:" in output and "sub-002/mask.nii.gz" in output and "Traceback" not in output
     assert not (tmp_path / "out").exists()
+    output = run_cli(["mqsm_qsm", "-i", str(folder), "-o", str(folder / "qsm")], env, expect=1)
+    assert "inside it" in output and not (folder / "qsm").exists()
     (tmp_path / "taken").mkdir()
     output = run_cli(["mqsm_qsm", "-i", str(folder), "-o", str(tmp_path / "taken")], env, expect=1)
     assert "--overwrite" in output
