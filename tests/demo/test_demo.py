@@ -25,6 +25,7 @@ def test_demo_smallest_size_writes_tables_figures_and_summary(tmp_path):
     assert alpha > 0 and summary["baseline_seconds_per_subject"]["tv_admm"] > 0
     learned = summary["qsm_metrics"]["mqsm_qsm"]["qsmci_nrmse"]     # the shipped learned QSM, no training
     assert learned < summary["qsm_metrics"]["tv_admm"]["qsmci_nrmse"]
+    assert summary["baseline_seconds_per_subject"]["mqsm_qsm"] > 0
     assert 0.0 <= summary["segmentation_mean_dice"] <= 1.0
     assert {"Left-Red-Nucleus", "Right-Dentate", "Left-Substancia-Nigra"} <= set(summary["segmentation_dice_per_region"])
     assert summary["training"]["fold"] == "all"
