@@ -131,12 +131,16 @@ def reconstruct_folder(input_folder: str | os.PathLike, output_folder: str | os.
     def read(case: FieldCase):
         return read_field_map(case, b0_dir, field_units, b0, te)
 
-    for case in cases:      # refuse bad input before anything is computed or written
-        read(case)
+    # Every case is read (and refused if bad) before anything is computed or written; fine-tuning keeps
+    # them all, otherwise each is read again when its turn comes.
+    held = {case.case_id: read(case) for case in cases} if finetune else {}
+    if not finetune:
+        for case in cases:
+            read(case)
     tuned, kept = net, {case.case_id: False for case in cases}
     starts: dict[str, np.ndarray] = {}
     if finetune:
-        subjects = [read(case)[0] for case in cases]
+        subjects = [held[case.case_id][0] for case in cases]
         starts = {case.case_id: inference.tv_start(s) for case, s in
                   zip(cases, tqdm(subjects, desc="TV-ADMM start", unit="case", disable=not progress))}
         with tqdm(total=int(finetune), desc="fine-tuning", unit="step", disable=not progress) as bar:
@@ -147,7 +151,7 @@ def reconstruct_folder(input_folder: str | os.PathLike, output_folder: str | os.
     with atomic_folder(output_folder, replaces=[output_folder] if overwrite else ()) as build:
         for case in tqdm(cases, desc="learned QSM", unit="case", disable=not progress):
             began = time.perf_counter()
-            subject, affine, source = read(case)
+            subject, affine, source = held.pop(case.case_id, None) or read(case)
             start = starts.pop(case.case_id, None)
             chi = inference.reconstruct(tuned if kept[case.case_id] else net, subject.field, subject.mask,
                                         subject.voxel_size, subject.b0_dir, start, device)

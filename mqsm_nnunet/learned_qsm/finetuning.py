@@ -17,7 +17,7 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from mqsm_nnunet.learned_qsm.inference import FieldMap, box_tensors, reconstruct, tv_start
+from mqsm_nnunet.learned_qsm.inference import FieldMap, box_tensors, on_grid, reconstruct, tv_start
 from mqsm_nnunet.learned_qsm.unrolled_net import DipoleOperator, UnrolledQSMNet
 from mqsm_nnunet.learned_qsm.pretraining import autocast
 from mqsm_nnunet.physics import dipole_kernel, padded_shape
@@ -64,14 +64,14 @@ def finetune(net: UnrolledQSMNet, subjects: Sequence[FieldMap], steps: int, devi
     starts = [tv_start(s) for s in subjects] if starts is None else list(starts)
     prepared = []
     for subject, start in zip(subjects, starts):
-        _, (f, m, x0), dipole = box_tensors(subject, start, device)
+        box, (f, m, x0), dipole = box_tensors(subject, start, device)
         weight = 1.0 - F.max_pool3d(1.0 - m, 2 * erosion + 1, stride=1, padding=erosion) if erosion else m
         with torch.no_grad():
             anchor = net.to(device)(f, m, x0, dipole)
-        prepared.append((f, m, x0, dipole, weight, anchor))
+        prepared.append((box, f, m, x0, dipole, weight, anchor))
     optimizer = torch.optim.Adam(tuned.parameters(), lr=lr)
     for step in range(int(steps)):
-        f, m, x0, dipole, weight, anchor = prepared[step % len(prepared)]
+        _, f, m, x0, dipole, weight, anchor = prepared[step % len(prepared)]
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, True):
             chi = tuned(f, m, x0, dipole).float()
@@ -84,9 +84,8 @@ def finetune(net: UnrolledQSMNet, subjects: Sequence[FieldMap], steps: int, devi
             progress(1)
     tuned.eval()
     accepted = []
-    for subject, start in zip(subjects, starts):
-        before = cone_energy(reconstruct(net, subject.field, subject.mask, subject.voxel_size, subject.b0_dir,
-                                         start, device), subject.voxel_size, subject.b0_dir)
+    for subject, start, (box, *_, anchor) in zip(subjects, starts, prepared):
+        before = cone_energy(on_grid(anchor, subject, box), subject.voxel_size, subject.b0_dir)   # the pretrained map
         after = cone_energy(reconstruct(tuned, subject.field, subject.mask, subject.voxel_size, subject.b0_dir,
                                         start, device), subject.voxel_size, subject.b0_dir)
         accepted.append(after <= CONE_TOLERANCE * before)

@@ -71,7 +71,8 @@ def box_tensors(subject: FieldMap, start: np.ndarray, device: torch.device):
     return box, tensors, DipoleOperator(tensors[0].shape[2:], subject.voxel_size, subject.b0_dir, device)
 
 
-def _on_grid(values: torch.Tensor, subject: FieldMap, box) -> np.ndarray:
+def on_grid(values: torch.Tensor, subject: FieldMap, box) -> np.ndarray:
+    """A (1, 1, *S) map of the mask's box back on the field's grid, float32, 0 outside the mask."""
     chi = np.zeros(subject.field.shape, dtype=np.float32)
     chi[box] = values[0, 0].detach().float().cpu().numpy()
     return np.where(subject.mask != 0, chi, 0.0).astype(np.float32)
@@ -94,4 +95,4 @@ def reconstruct(net: UnrolledQSMNet, field: np.ndarray, mask: np.ndarray, voxel_
     with torch.no_grad():
         chi = net(f, m, x0, dipole)
     net.train(was_training)
-    return _on_grid(chi, subject, box)
+    return on_grid(chi, subject, box)
